@@ -1,0 +1,1 @@
+"""Offline side of the video anomaly detector: data, flow, pseudo-anomalies, models, training, evaluation."""

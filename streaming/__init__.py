@@ -1,0 +1,1 @@
+"""Streaming side: RTSP ingest, batched scoring, alerts and the Ray Serve control plane."""

@@ -1,0 +1,245 @@
+"""Typed, validated configuration of the streaming service (cameras, scorer, alerts, events, HTTP).
+
+The same model validates `deploy/config.yaml` (the `args:` of the `streaming.app:build_app` application)
+and the bodies of the control plane's camera requests. Every section forbids unknown keys; errors name
+the dotted field path and the bad value, with camera credentials scrubbed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+
+from offline.config import ConfigError, Strict, read_yaml
+
+APP_IMPORT_PATH = "streaming.app:build_app"
+URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def scrub(text: str) -> str:
+    """Remove `user:password@` from every URL inside `text` (config errors echo bad values)."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AlertConfig(Strict):
+    """When a camera's normalised score opens and closes an alert (defaults for every camera)."""
+
+    threshold: float = Field(0.9, ge=0, le=1, description="normalised score (in (0, 1), 0.5 = typical) above which a frame is anomalous")
+    min_duration_s: float = Field(1.0, ge=0, le=600, description="the score must stay above the threshold this long")
+    hysteresis: float = Field(0.1, ge=0, lt=1, description="an alert closes when the score falls below threshold - hysteresis")
+
+
+class CameraConfig(Strict):
+    """One camera feed: where it comes from, how it is decoded, and its alert settings."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique name; the metric label and the API's key")
+    url: str = Field(min_length=1, description="rtsp://, rtsps://, file path or file://, or demo://<name>?seed=..")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP lower transport")
+    fps: float = Field(5.0, gt=0, le=60, description="analysis frame rate (frames are dropped to reach it)")
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(5.0, gt=0, le=300)
+    credentials_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="env prefix for user/password when the URL has none (default VAD_CAMERA_<NAME>)",
+    )
+    threshold: float | None = Field(None, ge=0, le=1, description="overrides alerts.threshold")
+    min_duration_s: float | None = Field(None, ge=0, le=600, description="overrides alerts.min_duration_s")
+    hysteresis: float | None = Field(None, ge=0, lt=1, description="overrides alerts.hysteresis")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip()
+        parts = urlsplit(v)
+        scheme = parts.scheme.lower()
+        if len(scheme) <= 1:  # a plain path (or a Windows drive letter)
+            return v
+        if scheme not in URL_SCHEMES:
+            raise ValueError(f"unsupported URL scheme {scheme!r}; use one of {', '.join(URL_SCHEMES)} or a file path")
+        if scheme in ("rtsp", "rtsps") and not parts.hostname:
+            raise ValueError("RTSP URL has no host")
+        if scheme == "demo" and not (parts.netloc or parts.path.strip("/")):
+            raise ValueError("demo URL needs a name, e.g. demo://street?seed=0")
+        return v
+
+    @property
+    def env_prefix(self) -> str:
+        return self.credentials_env or "VAD_CAMERA_" + re.sub(r"[^A-Z0-9]", "_", self.name.upper())
+
+    def alert_settings(self, defaults: AlertConfig) -> AlertConfig:
+        """This camera's alert settings: its own overrides on top of the service defaults."""
+        own = {k: getattr(self, k) for k in ("threshold", "min_duration_s", "hysteresis") if getattr(self, k) is not None}
+        return defaults.model_copy(update=own)
+
+    def public(self) -> dict[str, Any]:
+        """The camera as the API shows it: the URL scrubbed of credentials."""
+        data = self.model_dump()
+        data["url"] = scrub(self.url)
+        return data
+
+
+class ScorerConfig(Strict):
+    """Batched scoring: one scorer actor per device, windows from many cameras in one Detector call."""
+
+    bundle: Path = Field(Path("runs/demo/bundle"), description="model bundle directory (offline.bundle)")
+    build_demo_bundle: bool = Field(
+        True, description="build the demo bundle at `bundle` on first start when it is missing (`vad demo-bundle`)"
+    )
+    devices: list[str] | Literal["auto"] = Field(
+        "auto", description="one scorer per entry ('cpu', 'cuda:0', ...); auto: one per GPU, else one on CPU"
+    )
+    max_batch: int = Field(16, ge=1, le=512, description="most windows per Detector call")
+    max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="longest wait for a batch to fill (bounds latency)")
+    max_pending_per_camera: int = Field(
+        2, ge=1, le=64, description="queued windows per camera; a newer window evicts that camera's oldest (counted)"
+    )
+    num_cpus: float = Field(1.0, ge=0, le=64, description="Ray CPUs reserved per CPU scorer")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads (None: torch's default)")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: list[str] | str) -> list[str] | str:
+        if v == "auto":
+            return v
+        if not v:
+            raise ValueError("needs at least one device, or 'auto'")
+        for d in v:
+            if not re.fullmatch(r"cpu|cuda(:\d+)?", d):
+                raise ValueError(f"device {d!r} is not 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+
+class EventsConfig(Strict):
+    path: Path = Field(Path("runs/events.db"), description="SQLite file of alert events (shared by all scorers)")
+    retention_days: float = Field(30.0, gt=0, le=3650)
+    max_events: int = Field(10_000, ge=1)
+
+
+class HttpConfig(Strict):
+    """Where the control plane listens, and its optional bearer token."""
+
+    host: str = Field("127.0.0.1", description="bind address; loopback unless you mean to expose the service")
+    port: int = Field(8000, ge=1, le=65535)
+    token: SecretStr | None = Field(None, description="bearer token required on every request but /healthz")
+    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="read the token from this env var")
+
+    def resolve_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_env:
+            value = os.environ.get(self.token_env)
+            if not value:
+                raise ConfigError(f"http.token_env: environment variable {self.token_env} is not set or empty")
+            return value
+        return None
+
+
+class ServiceConfig(Strict):
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    scorer: ScorerConfig = ScorerConfig()
+    alerts: AlertConfig = AlertConfig()
+    events: EventsConfig = EventsConfig()
+    http: HttpConfig = HttpConfig()
+    camera_num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per camera actor (fractional)")
+    max_inflight_windows: int = Field(
+        4, ge=1, le=256, description="windows a camera may have on their way to the scorer; more are dropped at the camera"
+    )
+    namespace: str = Field("vad", pattern=NAME_PATTERN, description="Ray namespace of the service's actors")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for cam in v:
+            if cam.name in seen:
+                raise ValueError(f"camera name {cam.name!r} appears twice")
+            seen.add(cam.name)
+        return v
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> "ServiceConfig":
+        if self.http.token is not None and self.http.token_env:
+            raise ValueError("http: set token or token_env, not both")
+        return self
+
+    def camera(self, name: str) -> CameraConfig | None:
+        return next((c for c in self.cameras if c.name == name), None)
+
+
+def format_errors(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per bad field (`source: cameras.0.url: ... (got 'rtsp://***@host')`), secrets scrubbed."""
+    lines = [f"{source}: {exc.error_count()} invalid field(s)"]
+    for err in exc.errors():
+        path = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        value = err.get("input")
+        shown = "" if isinstance(value, (dict, list)) or "token" in path else f" (got {scrub(repr(value))})"
+        lines.append(f"  {path}: {scrub(msg)}{shown}")
+    return "\n".join(lines)
+
+
+def parse_service_config(data: Any, source: str = "service config", prefix: str = "") -> ServiceConfig:
+    """Validate a mapping into ServiceConfig, raising ConfigError naming every bad field."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {type(data).__name__}")
+    try:
+        return ServiceConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source, prefix)) from None
+
+
+def _check_http_options(http_options: Any, cfg: ServiceConfig, source: str, prefix: str) -> None:
+    """Serve's own http_options bind the port; they must agree with the app's `http` section."""
+    if not isinstance(http_options, dict):
+        raise ConfigError(f"{source}: http_options must be a mapping, got {type(http_options).__name__}")
+    host = str(http_options.get("host", "0.0.0.0"))  # Serve's default binds every interface
+    port = int(http_options.get("port", 8000))
+    if host != cfg.http.host:
+        raise ConfigError(
+            f"{source}: http_options.host is {host!r} but {prefix}http.host is {cfg.http.host!r}; "
+            "set both (127.0.0.1 keeps the service on this machine)"
+        )
+    if port != cfg.http.port:
+        raise ConfigError(f"{source}: http_options.port is {port} but {prefix}http.port is {cfg.http.port}; set both")
+
+
+def service_config_from_serve(data: dict, source: str) -> ServiceConfig:
+    """The ServiceConfig inside a `serve run` config file (the app whose import_path is build_app)."""
+    apps = data.get("applications")
+    if not isinstance(apps, list) or not apps:
+        raise ConfigError(f"{source}: applications must be a non-empty list")
+    for i, app in enumerate(apps):
+        if isinstance(app, dict) and app.get("import_path") == APP_IMPORT_PATH:
+            prefix = f"applications.{i}.args."
+            cfg = parse_service_config(app.get("args"), source, prefix)
+            _check_http_options(data.get("http_options", {}), cfg, source, prefix)
+            return cfg
+    raise ConfigError(f"{source}: no application has import_path {APP_IMPORT_PATH!r}")
+
+
+def load_service_config(path: str | Path) -> ServiceConfig:
+    """Load a service config: either a `serve run` file (deploy/config.yaml) or the bare ServiceConfig mapping."""
+    data = read_yaml(path)
+    source = str(path)
+    if isinstance(data, dict) and "applications" in data:
+        return service_config_from_serve(data, source)
+    return parse_service_config(data, source)

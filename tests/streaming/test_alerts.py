@@ -1,0 +1,152 @@
+"""streaming/alerts.py: the alert state machine on scripted score sequences (10 frames per second)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from streaming.alerts import AlertTracker
+
+FPS = 10.0
+
+
+def run(tracker: AlertTracker, scores, warm=None):
+    """Feed scores at 10 fps; return [(frame, kind, event)]."""
+    out = []
+    for i, s in enumerate(scores):
+        for ev in tracker.update(i / FPS, s, i, warm=True if warm is None else warm[i]):
+            out.append((i, ev.kind, ev))
+    return out
+
+
+def kinds(events):
+    return [(i, k) for i, k, _ in events]
+
+
+def test_short_spike_does_not_open():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.5, hysteresis=0.1, close_after_s=0.0)
+    scores = [0.1] * 10 + [0.9] * 4 + [0.1] * 10  # 0.3 s above: shorter than 0.5 s
+    assert run(t, scores) == []
+    assert t.state == "idle"
+
+
+def test_opens_after_min_duration_with_start_at_first_crossing_and_closes_with_hysteresis():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.5, hysteresis=0.2, close_after_s=0.0, camera="door")
+    scores = [0.1] * 10 + [0.6, 0.7, 0.9, 0.8, 0.7, 0.6] + [0.45, 0.4, 0.35] + [0.2] + [0.1] * 5
+    ev = run(t, scores)
+    assert kinds(ev) == [(15, "opened"), (19, "closed")]
+    opened, closed = ev[0][2], ev[1][2]
+    assert opened.camera == "door"
+    assert opened.start_s == pytest.approx(1.0)  # frame 10 first crossed
+    assert (opened.peak_score, opened.peak_frame) == (0.9, 12)
+    assert opened.peak_s == pytest.approx(1.2)
+    # 0.45 .. 0.35 lie inside the hysteresis band (>= 0.3): still open until 0.2 at frame 19
+    assert closed.end_s == pytest.approx(1.9)
+    assert closed.reason == "score"
+    assert (closed.peak_score, closed.peak_frame) == (0.9, 12)
+    assert t.state == "idle"
+
+
+def test_peak_events_while_open_and_new_peak_flag():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.2, hysteresis=0.0, close_after_s=0.0)
+    flags = []
+    events = []
+    for i, s in enumerate([0.6, 0.7, 0.65, 0.8, 0.9, 0.85, 0.1]):
+        events += [(i, e.kind) for e in t.update(i / FPS, s, i)]
+        flags.append(t.new_peak)
+    assert events == [(2, "opened"), (3, "peak"), (4, "peak"), (6, "closed")]
+    assert flags == [True, True, False, True, True, False, False]
+
+
+def test_pending_drops_back_when_score_falls_before_min_duration():
+    t = AlertTracker(threshold=0.5, min_duration_s=1.0, hysteresis=0.1, close_after_s=0.0)
+    scores = [0.9] * 5 + [0.1] + [0.9] * 5  # two 0.5 s stretches: never 1 s in one piece
+    assert run(t, scores) == []
+    assert t.state == "pending"
+    assert t.peak[1] == 6  # the new stretch's own peak, not the first stretch's
+
+
+def test_close_after_requires_sustained_low_score_and_end_is_first_low_frame():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.0, hysteresis=0.0, close_after_s=0.3)
+    scores = [0.9, 0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1]
+    ev = run(t, scores)
+    assert kinds(ev) == [(0, "opened"), (8, "closed")]
+    assert ev[-1][2].end_s == pytest.approx(0.5)  # the dip at 0.2 was too short; the low stretch began at 0.5
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        [math.nan] * 5,
+        [0.9, math.nan, 0.9, math.nan],
+    ],
+)
+def test_nan_scores_are_ignored(scores):
+    t = AlertTracker(threshold=0.5, min_duration_s=10.0)
+    assert run(t, scores) == []
+
+
+def test_warmup_scores_are_ignored():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.0)
+    warm = [False] * 5 + [True] * 2
+    ev = run(t, [0.9] * 5 + [0.1, 0.9], warm=warm)
+    assert kinds(ev) == [(6, "opened")]
+
+
+def test_threshold_equal_counts_as_high():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.0, hysteresis=0.0, close_after_s=0.0)
+    assert kinds(run(t, [0.5])) == [(0, "opened")]
+
+
+def test_close_forces_an_open_alert_closed_and_drops_pending():
+    t = AlertTracker(threshold=0.5, min_duration_s=0.0, camera="c")
+    run(t, [0.9, 0.95])
+    (ev,) = t.close(5.0, reason="removed")
+    assert (ev.kind, ev.end_s, ev.reason, ev.peak_frame) == ("closed", 5.0, "removed", 1)
+    assert t.close(6.0) == []
+    p = AlertTracker(threshold=0.5, min_duration_s=5.0)
+    run(p, [0.9])
+    assert p.state == "pending"
+    assert p.close(1.0) == [] and p.state == "idle"
+
+
+def test_time_going_backwards_is_an_error_naming_the_frame():
+    t = AlertTracker(threshold=0.5, camera="gate")
+    t.update(10.0, 0.1, 100)
+    with pytest.raises(ValueError, match="gate.*frame 101.*9.0 < 10.0"):
+        t.update(9.0, 0.1, 101)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"threshold": math.nan}, "threshold"),
+        ({"threshold": 0.5, "min_duration_s": -1}, "min_duration_s"),
+        ({"threshold": 0.5, "hysteresis": -0.1}, "hysteresis"),
+        ({"threshold": 0.5, "close_after_s": math.inf}, "close_after_s"),
+    ],
+)
+def test_bad_parameters_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        AlertTracker(**kwargs)
+
+
+def test_noisy_stream_gives_one_alert_per_anomalous_segment():
+    """Random normal noise with two injected segments: exactly two alerts, each inside its segment."""
+    rng = np.random.default_rng(0)
+    n = 600
+    scores = np.clip(rng.normal(0.2, 0.1, n), 0, 1)
+    segments = [(150, 200), (400, 480)]
+    for a, b in segments:
+        scores[a:b] = np.clip(rng.normal(0.85, 0.08, b - a), 0, 1)
+    t = AlertTracker(threshold=0.6, min_duration_s=0.5, hysteresis=0.2, close_after_s=0.5)
+    ev = run(t, scores)
+    opened = [e for _, k, e in ev if k == "opened"]
+    closed = [e for _, k, e in ev if k == "closed"]
+    assert len(opened) == len(closed) == 2
+    for (a, b), o, c in zip(segments, opened, closed):
+        assert a / FPS <= o.start_s <= a / FPS + 0.5
+        assert b / FPS <= c.end_s <= b / FPS + 0.5
+        assert a <= c.peak_frame < b
+        assert c.peak_score == pytest.approx(scores[a:b].max())

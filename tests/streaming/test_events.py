@@ -1,0 +1,256 @@
+"""streaming/events.py and streaming/snapshot.py: SQLite events across restarts, retention, filters, JPEG snapshots."""
+from __future__ import annotations
+
+import io
+import sqlite3
+import threading
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from streaming.alerts import AlertTracker
+from streaming.events import EventStore, EventStoreError
+from streaming.snapshot import overlay, render_snapshot
+
+DAY = 86400.0
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def jpeg(h=32, w=48) -> bytes:
+    return render_snapshot(np.zeros((h, w, 3), np.uint8), np.ones((h, w), np.float32))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with EventStore(tmp_path / "db" / "events.sqlite", clock=Clock()) as s:
+        yield s
+
+
+def test_open_update_close_roundtrip(store):
+    eid = store.open_event("door", start_s=100.0, peak_score=0.7, peak_frame=10, peak_s=100.5, snapshot=jpeg())
+    ev = store.get_event(eid)
+    assert (ev.camera, ev.status, ev.end_s, ev.has_snapshot) == ("door", "open", None, True)
+    first = store.get_snapshot(eid)
+    newer = jpeg(16, 16)
+    store.update_peak(eid, 0.9, 14, 101.0, snapshot=newer)
+    store.close_event(eid, end_s=103.0)
+    ev = store.get_event(eid)
+    assert (ev.peak_score, ev.peak_frame, ev.peak_s, ev.end_s, ev.status, ev.reason) == (0.9, 14, 101.0, 103.0, "closed", "score")
+    assert store.get_snapshot(eid) == newer != first
+    assert ev.to_dict()["camera"] == "door"
+    assert store.get_snapshot(12345) is None and store.get_event(12345) is None
+
+
+def test_events_and_snapshots_survive_a_restart_and_dangling_events_are_closed(tmp_path):
+    path = tmp_path / "events.sqlite"
+    s = EventStore(path, clock=Clock(100.0))
+    done = s.open_event("a", 10.0, 0.8, 1, snapshot=jpeg())
+    s.close_event(done, 20.0)
+    dangling = s.open_event("b", 30.0, 0.9, 5, peak_s=31.0, snapshot=jpeg())
+    s.touch(dangling, 42.0)
+    s.close()  # the service stops while b's alert is open
+
+    s = EventStore(path, clock=Clock(100.0))
+    assert {e.id for e in s.list_events()} == {done, dangling}
+    assert s.close_dangling("last_seen") == 1
+    ev = s.get_event(dangling)
+    assert (ev.status, ev.end_s, ev.reason) == ("closed", 42.0, "restart")
+    assert Image.open(io.BytesIO(s.get_snapshot(done))).format == "JPEG"
+    assert s.close_dangling() == 0
+    s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+@pytest.mark.parametrize("rule, status_after", [("now", "closed"), ("delete", None)])
+def test_close_dangling_rules(tmp_path, rule, status_after):
+    clock = Clock(5000.0)
+    s = EventStore(tmp_path / "e.sqlite", clock=clock)
+    eid = s.open_event("a", 4000.0, 0.9, 1, snapshot=jpeg())
+    assert s.close_dangling(rule) == 1
+    ev = s.get_event(eid)
+    if status_after is None:
+        assert ev is None and s.get_snapshot(eid) is None  # the snapshot goes with the event
+    else:
+        assert (ev.status, ev.end_s) == ("closed", 5000.0)
+    with pytest.raises(ValueError, match="'forget'"):
+        s.close_dangling("forget")
+
+
+def test_retention_by_age_and_count_never_prunes_open_events(tmp_path):
+    clock = Clock(100 * DAY)
+    s = EventStore(tmp_path / "e.sqlite", retention_days=7, max_events=3, clock=clock)
+    old = s.open_event("a", 80 * DAY, 0.9, 1, snapshot=jpeg())
+    s.close_event(old, 80 * DAY + 60)  # closing prunes: 20 days old > 7 days
+    assert s.get_event(old) is None and s.get_snapshot(old) is None
+    ids = []
+    for i in range(4):
+        eid = s.open_event("a", 99 * DAY + i, 0.9, i)
+        s.close_event(eid, 99 * DAY + i + 0.5)
+        ids.append(eid)
+    assert [e.id for e in s.list_events()] == ids[:0:-1]  # newest 3 kept
+    open_ids = [s.open_event("b", 99.5 * DAY + i, 0.9, i) for i in range(4)]
+    s.prune()
+    left = {e.id for e in s.list_events()}
+    assert set(open_ids) <= left  # 4 open events exceed max_events but are kept
+    assert s.count() == 4
+    clock.t = 200 * DAY
+    assert s.prune() == 0 and s.count() == 4
+
+
+def test_list_filters(store):
+    a = store.open_event("a", 100.0, 0.6, 1)
+    store.close_event(a, 110.0)
+    b = store.open_event("b", 105.0, 0.95, 2)
+    store.close_event(b, 120.0)
+    c = store.open_event("a", 200.0, 0.8, 3)  # still open
+    ids = lambda **kw: [e.id for e in store.list_events(**kw)]  # noqa: E731
+    assert ids() == [c, b, a]
+    assert ids(camera="a") == [c, a]
+    assert ids(since=115.0) == [c, b]  # a ended before 115; c is open
+    assert ids(until=104.0) == [a]
+    assert ids(since=108.0, until=150.0) == [b, a]  # overlap semantics
+    assert ids(min_score=0.8) == [c, b]
+    assert ids(status="open") == [c]
+    assert ids(limit=1) == [c]
+    assert ids(camera="zzz") == []
+    with pytest.raises(ValueError, match="limit.*got 0"):
+        store.list_events(limit=0)
+    with pytest.raises(ValueError, match=r"since \(5.0\).*until \(1.0\)"):
+        store.list_events(since=5.0, until=1.0)
+
+
+def test_errors_name_the_event_or_file(tmp_path, store):
+    with pytest.raises(EventStoreError, match="no event with id 99"):
+        store.update_peak(99, 1.0, 1, 1.0)
+    eid = store.open_event("a", 1.0, 0.9, 1)
+    store.close_event(eid, 2.0)
+    with pytest.raises(EventStoreError, match=f"event {eid} is already closed"):
+        store.close_event(eid, 3.0)
+    with pytest.raises(ValueError, match="snapshot must be non-empty bytes"):
+        store.update_peak(eid, 1.0, 1, 1.0, snapshot=b"")
+    bad = tmp_path / "not_a_db.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(EventStoreError, match="not_a_db.sqlite"):
+        EventStore(bad)
+    newer = tmp_path / "newer.sqlite"
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(EventStoreError, match="newer.sqlite.*version 99"):
+        EventStore(newer)
+    with pytest.raises(ValueError, match="retention_days must be > 0, got 0"):
+        EventStore(tmp_path / "x.sqlite", retention_days=0)
+
+
+def test_concurrent_writers_on_one_file(tmp_path):
+    """Two stores (as two processes would) and two threads each: every write lands, none is lost."""
+    path = tmp_path / "e.sqlite"
+    stores = [EventStore(path, clock=Clock(0.0)), EventStore(path, clock=Clock(0.0))]
+    errors = []
+
+    def work(s, cam):
+        try:
+            for i in range(25):
+                eid = s.open_event(cam, float(i), 0.9, i, snapshot=jpeg(8, 8))
+                s.update_peak(eid, 0.95, i, float(i))
+                s.close_event(eid, i + 0.5)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s, f"c{k}{j}")) for k, s in enumerate(stores) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert stores[0].count() == 100
+    assert all(e.has_snapshot and e.peak_score == 0.95 for e in stores[1].list_events(limit=1000))
+
+
+# -- snapshots --------------------------------------------------------------------------------------------
+
+
+def first_frame(path, size=256) -> np.ndarray:
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        return frame.to_ndarray(format="rgb24", width=size, height=size)
+
+
+def test_snapshot_heatmap_marks_the_high_error_region_on_real_footage(vtest):
+    rgb = first_frame(vtest)
+    err = np.zeros((64, 64), np.float32)  # coarser than the frame: resized to it
+    err[40:56, 8:24] = 1.0  # bottom-left block
+    out = overlay(rgb, err, alpha=0.7)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - rgb.astype(int)).sum(-1)
+    assert diff[170:220, 40:90].mean() > 60  # inside the block: heatmap colour
+    assert diff[10:100, 150:250].mean() < 2  # zero error: the frame unchanged
+    data = render_snapshot(rgb, err)
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "JPEG" and img.size == (256, 256)
+    assert data[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize(
+    "rgb, err, match",
+    [
+        (np.zeros((8, 8), np.uint8), np.zeros((8, 8)), r"\(H, W, 3\) uint8, got \(8, 8\)"),
+        (np.zeros((8, 8, 3), np.float32), np.zeros((8, 8)), "float32"),
+        (np.zeros((8, 8, 3), np.uint8), np.zeros((1, 8, 8)), r"error map .* got shape \(1, 8, 8\)"),
+        (np.zeros((8, 8, 3), np.uint8), np.zeros((0, 8)), r"got shape \(0, 8\)"),
+    ],
+)
+def test_snapshot_rejects_bad_inputs(rgb, err, match):
+    with pytest.raises(ValueError, match=match):
+        render_snapshot(rgb, err)
+
+
+def test_snapshot_tolerates_flat_and_nan_error_maps():
+    rgb = np.full((16, 16, 3), 100, np.uint8)
+    assert np.array_equal(overlay(rgb, np.zeros((16, 16))), rgb)  # max == 0: nothing to show
+    err = np.full((16, 16), np.nan)
+    err[0, 0] = np.inf
+    assert np.array_equal(overlay(rgb, err), rgb)
+    Image.open(io.BytesIO(render_snapshot(rgb, err))).verify()
+
+
+def test_alert_tracker_to_event_with_snapshot_on_a_synthetic_clip(tmp_path):
+    """A bright square crosses a static textured scene in frames 40-69: one event, peak inside, valid JPEG."""
+    rng = np.random.default_rng(1)
+    background = rng.integers(60, 120, (64, 64, 3), dtype=np.uint8)
+    tracker = AlertTracker(threshold=0.5, min_duration_s=0.4, hysteresis=0.2, close_after_s=0.3, camera="synthetic")
+    store = EventStore(tmp_path / "events.sqlite", clock=Clock(0.0))
+    event_id, best = None, None
+    for i in range(120):
+        frame = background.copy()
+        if 40 <= i < 70:
+            x = 2 + (i - 40) * 2
+            frame[20:36, x : x + 10] = 250
+        err = np.abs(frame.astype(np.float32) - background).mean(-1) / 255.0
+        score = float(err.max()) + 0.01 * rng.standard_normal()
+        events = tracker.update(i / 10.0, score, i)
+        if tracker.new_peak:
+            best = render_snapshot(frame, err)
+        for ev in events:
+            if ev.kind == "opened":
+                event_id = store.open_event(ev.camera, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, best)
+            elif ev.kind == "peak":
+                store.update_peak(event_id, ev.peak_score, ev.peak_frame, ev.peak_s, best)
+            else:
+                store.close_event(event_id, ev.end_s, ev.reason)
+    (ev,) = store.list_events()
+    assert ev.status == "closed" and ev.camera == "synthetic"
+    assert 4.0 <= ev.start_s <= 4.1 and 7.0 <= ev.end_s <= 7.1
+    assert 40 <= ev.peak_frame < 70
+    Image.open(io.BytesIO(store.get_snapshot(ev.id))).verify()
