@@ -16,16 +16,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from offline.config import ConfigError, Strict, read_yaml
+from streaming.decode import camera_env_prefix, scrub_url
 
 APP_IMPORT_PATH = "streaming.app:build_app"
 URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-
-
-def scrub(text: str) -> str:
-    """Remove `user:password@` from every URL inside `text` (config errors echo bad values)."""
-    return _USERINFO.sub(r"\g<scheme>***@", text)
+scrub = scrub_url  # config errors echo bad values: every URL in them loses its credentials
 
 
 def is_loopback(host: str) -> bool:
@@ -81,7 +77,7 @@ class CameraConfig(Strict):
 
     @property
     def env_prefix(self) -> str:
-        return self.credentials_env or "VAD_CAMERA_" + re.sub(r"[^A-Z0-9]", "_", self.name.upper())
+        return self.credentials_env or camera_env_prefix(self.name)
 
     def alert_settings(self, defaults: AlertConfig) -> AlertConfig:
         """This camera's alert settings: its own overrides on top of the service defaults."""

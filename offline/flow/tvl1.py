@@ -110,12 +110,48 @@ def divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     return px - F.pad(px[:, :, :-1], (1, 0)) + py - F.pad(py[:, :-1, :], (0, 0, 1, 0))
 
 
+def _oddeven_merge_sort(n: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort comparators for n inputs (padded to a power of two, pads dropped)."""
+    size = 1 << (n - 1).bit_length()
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    a, b = i + j, i + j + k
+                    if a // (2 * p) == b // (2 * p) and b < n:  # pads hold +inf: comparators touching them are no-ops
+                        pairs.append((a, b))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def median_network(n: int) -> list[tuple[int, int]]:
+    """Comparators of a sorting network for n values, pruned to those the middle output depends on."""
+    needed = {n // 2}
+    kept = []
+    for a, b in reversed(_oddeven_merge_sort(n)):
+        if a in needed or b in needed:
+            kept.append((a, b))
+            needed |= {a, b}
+    return kept[::-1]
+
+
 def median_blur(x: torch.Tensor, ksize: int) -> torch.Tensor:
-    """k x k median of (B, H, W) with a replicated border (cv2.medianBlur)."""
+    """k x k median of (B, H, W) with a replicated border (cv2.medianBlur), exact.
+
+    A pruned min/max sorting network over the k*k shifted views: element-wise only, so torch.compile turns it into
+    one kernel (a sort over an unfolded (B, H, W, k*k) tensor would move k*k times the image through memory).
+    """
     r = ksize // 2
+    h, w = x.shape[-2:]
     p = F.pad(x.unsqueeze(1), (r, r, r, r), mode="replicate").squeeze(1)
-    windows = p.unfold(1, ksize, 1).unfold(2, ksize, 1)  # (B, H, W, k, k)
-    return windows.reshape(*x.shape, ksize * ksize).median(dim=-1).values
+    v = [p[:, dy : dy + h, dx : dx + w] for dy in range(ksize) for dx in range(ksize)]
+    for a, b in median_network(ksize * ksize):
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return v[(ksize * ksize) // 2]
 
 
 def warp_bicubic(images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:

@@ -141,8 +141,9 @@ class LDMInpainter:
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = dtype
-        self.unet = unet.to(self.device, dtype).eval()
-        self.vqvae = vqvae.to(self.device, dtype).eval()
+        # cast only when needed: diffusers warns on every dtype cast, even a no-op one
+        self.unet = (unet.to(self.device) if dtype == torch.float32 else unet.to(self.device, dtype)).eval()
+        self.vqvae = (vqvae.to(self.device) if dtype == torch.float32 else vqvae.to(self.device, dtype)).eval()
         self.scheduler = scheduler
         self.steps = steps
         self.batch_size = batch_size
@@ -163,8 +164,8 @@ class LDMInpainter:
                 "make one with `vad convert-ldm`"
             )
         meta = json.loads((path / DIRECTORY_META).read_text()) if (path / DIRECTORY_META).is_file() else {}
-        unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True)
-        vqvae = VQModel.from_pretrained(path / "vqvae", local_files_only=True)
+        unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True, low_cpu_mem_usage=False)
+        vqvae = VQModel.from_pretrained(path / "vqvae", local_files_only=True, low_cpu_mem_usage=False)
         scheduler = DDIMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
         if unet.config.in_channels != 7 or unet.config.out_channels != vqvae.config.latent_channels:
             raise ValueError(

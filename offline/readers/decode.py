@@ -77,7 +77,10 @@ def decode_images(files: tuple[Path, ...]) -> Iterator[np.ndarray]:
         if shape is None:
             shape = image.shape
         elif image.shape != shape:
-            raise DataError(f"{path}: frame {index} is {image.shape[1]}x{image.shape[0]}, the clip's first frame is {shape[1]}x{shape[0]}")
+            raise DataError(
+                f"{path}: frame {index} is {image.shape[1]}x{image.shape[0]}, "
+                f"the clip's first frame is {shape[1]}x{shape[0]}"
+            )
         yield image
 
 

@@ -51,8 +51,11 @@ def _subdirs(folder: Path) -> list[Path]:
 def _videos(folder: Path, recursive: bool = False) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        p for p in found
-        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in found
+        if p.is_file()
+        and p.suffix.lower() in VIDEO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -205,11 +208,15 @@ def _attach_labels(clips: list[Clip], source: Path | None, per_clip: dict[str, n
             raise DataError(f"{source or clip.path}: no labels for test clip {clip.id!r}")
         count_from = clip.count_from
         if clip.count_from == "files" and labels.size != clip.num_frames:
-            raise DataError(f"{source or clip.path}: {labels.size} labels for clip {clip.id!r}, which has {clip.num_frames} frame files")
+            raise DataError(
+                f"{source or clip.path}: {labels.size} labels for clip {clip.id!r}, which has {clip.num_frames} frame files"
+            )
         if clip.count_from == "container":
             count_from = "labels"  # labels define the expected count; decoding checks it
             if labels.size != clip.num_frames:
-                logger.warning("%s: container says %d frames, labels say %d; decoding will check", clip.path, clip.num_frames, labels.size)
+                logger.warning(
+                    "%s: container says %d frames, labels say %d; decoding will check", clip.path, clip.num_frames, labels.size
+                )
         out.append(Clip(clip.id, "test", clip.path, labels.size, labels, clip.fps, count_from, clip.frame_files))
     return out
 

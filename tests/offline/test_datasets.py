@@ -185,7 +185,8 @@ def test_shared_layout_errors(ped2, tmp_path):
     with pytest.raises(DataError, match=r"unknown clip\(s\) \['99'\]"):
         open_dataset(root, clips=["99"])
     # a copy with more frames than labels.json says is also an error
-    (root / "labels.json").write_text(json.dumps({**meta, "train": {}, "test": {"01": {**meta["test"]["01"], "frames": 100, "labels": [0] * 100}}}))
+    short = {**meta["test"]["01"], "frames": 100, "labels": [0] * 100}
+    (root / "labels.json").write_text(json.dumps({**meta, "train": {}, "test": {"01": short}}))
     with pytest.raises(DataError, match=r"more than the 100 frames"):
         list(read_frames(open_dataset(root).test[0], size=None))
 
@@ -350,7 +351,11 @@ def test_videos_folder_is_a_training_set(tmp_path):
     (root / "notes.txt").write_text("not a video")
     ds = open_dataset(root)
     assert ds.layout == "videos" and not ds.test
-    assert [(c.id, c.num_frames, c.labels) for c in ds.train] == [("monday", 20, None), ("old", 16, None), ("tuesday/am", 17, None)]
+    assert [(c.id, c.num_frames, c.labels) for c in ds.train] == [
+        ("monday", 20, None),
+        ("old", 16, None),
+        ("tuesday/am", 17, None),
+    ]
     assert all(c.split == "train" for c in ds.train)
     for clip in ds.train:
         assert sum(1 for _ in read_frames(clip, size=32)) == clip.num_frames

@@ -1,0 +1,122 @@
+"""Ray actor per camera: runs the IngestLoop in a thread and hands windows to a scorer actor, never blocking.
+
+Drop policy at the camera: at most `max_inflight` windows may be on their way to (not yet accepted by) the
+scorer; a window beyond that is dropped here and counted (`windows_dropped`, `frames_dropped`), so a slow or
+dead scorer can never stall the decoder. The scorer applies its own per-camera queue policy after that.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from streaming.config import CameraConfig
+from streaming.decode import IngestLoop, IngestSettings, resolve_credentials
+from streaming.metrics import VadMetrics
+
+logger = logging.getLogger(__name__)
+
+# The histogram this actor reports (its counters and gauges travel as totals in `stats()`).
+CAMERA_FAMILIES = ("vad_decode_latency_seconds",)
+
+
+class CameraActor:
+    """One camera: decode -> resample -> resize -> ring buffer -> `scorer.submit.remote(window)`.
+
+    Args:
+        camera: a CameraConfig (or its dict).
+        scorer: the scorer actor handle that scores this camera's windows.
+        size / window: the bundle's input size and window length (frames are resized to size x size).
+        max_inflight: windows allowed in flight to the scorer before new ones are dropped here.
+    """
+
+    def __init__(self, camera: dict | CameraConfig, scorer: Any, size: int, window: int, max_inflight: int = 4):
+        self.cfg = camera if isinstance(camera, CameraConfig) else CameraConfig.model_validate(camera)
+        self.name = self.cfg.name
+        self.scorer = scorer
+        self.max_inflight = max_inflight
+        self._inflight: list[ray.ObjectRef] = []
+        self._lock = threading.Lock()
+        self.windows_sent = 0
+        self.scorer_errors = 0
+        self.last_scorer_error: str | None = None
+        self.started_s = time.time()
+        self.metrics = VadMetrics()
+        self._decode_hist = self.metrics.decode_latency.labels(self.name)
+        settings = IngestSettings(
+            transport=self.cfg.transport,
+            fps=self.cfg.fps,
+            size=size,
+            window=window,
+            hop=window,
+            open_timeout_s=self.cfg.open_timeout_s,
+            read_timeout_s=self.cfg.read_timeout_s,
+        )
+        url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
+        self.loop = IngestLoop(self.name, url, settings, on_window=self._on_window, on_state=self._on_state)
+        self.loop.start()
+
+    def _on_state(self, state: str, detail: str) -> None:
+        logger.info("camera %s: %s %s", self.name, state, detail)
+
+    def _reap(self) -> int:
+        """Forget windows the scorer has accepted; count failed hand-overs (dead scorer). Returns in flight."""
+        if not self._inflight:
+            return 0
+        ready, pending = ray.wait(self._inflight, num_returns=len(self._inflight), timeout=0, fetch_local=False)
+        for ref in ready:
+            try:
+                ray.get(ref, timeout=0)
+            except Exception as exc:  # noqa: BLE001 - a dead scorer must not stop decoding
+                self.scorer_errors += 1
+                self.last_scorer_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        self._inflight = pending
+        return len(pending)
+
+    def _on_window(self, window: Any) -> bool:
+        """IngestLoop callback: hand the window over without waiting; False = dropped (scorer behind)."""
+        self._decode_hist.observe(self.loop.counters.decode_s)  # sampled once per window
+        with self._lock:
+            if self._reap() >= self.max_inflight:
+                return False
+            self._inflight.append(self.scorer.submit.remote(window))
+            self.windows_sent += 1
+            return True
+
+    # ------------------------------------------------------------------------------------------ remote API
+    def ping(self) -> str:
+        return self.name
+
+    def set_scorer(self, scorer: Any) -> None:
+        with self._lock:
+            self.scorer = scorer
+            self._inflight = []
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state for the status endpoint and `/metrics` (URL scrubbed)."""
+        s = self.loop.stats()
+        with self._lock:
+            inflight = self._reap()
+        ctx = ray.get_runtime_context()
+        s.update(
+            running=self.loop.running,
+            windows_sent=self.windows_sent,
+            windows_inflight=inflight,
+            scorer_errors=self.scorer_errors,
+            last_scorer_error=self.last_scorer_error,
+            node_id=ctx.get_node_id(),
+            node_ip=ray.util.get_node_ip_address(),
+            started_s=self.started_s,
+            fps_target=self.cfg.fps,
+        )
+        return s
+
+    def metric_families(self) -> list:
+        return [f for f in self.metrics.snapshot() if f.name in CAMERA_FAMILIES]
+
+    def stop(self) -> bool:
+        """Stop decoding (returns within about the read timeout); True if the loop ended."""
+        return self.loop.stop()
