@@ -136,8 +136,13 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (reduced schedules)")
     seed: int = 0
     out_dir: Path = Path("runs/train")
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N; torchrun ranks use cuda:LOCAL_RANK")
+    amp: bool = Field(True, description="bf16 autocast and channels_last_3d on CUDA (ignored on CPU)")
+    log_every: int = Field(10, ge=1, description="steps between JSONL log lines")
     num_workers: int = Field(0, ge=0)
-    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="normal training windows held out for calibration")
+    holdout_fraction: float = Field(
+        0.1, ge=0, lt=1, description="tail fraction of every training clip held out (not trained on) for calibration"
+    )
     d_lr: float = Field(0.02, gt=0)
     d_momentum: float = Field(0.9, ge=0, lt=1)
     d_weight_decay: float = Field(1e-3, ge=0)

@@ -122,6 +122,7 @@ class DecodedFrame:
     pts_s: float
     wall_s: float
     rgb: np.ndarray  # (H, W, 3) uint8
+    decode_s: float = 0.0  # time spent decoding and converting this frame (not waiting for data)
 
 
 class Stream:
@@ -197,10 +198,10 @@ class PyAVStream(Stream):
         consecutive_corrupt = 0
         t0_wall: float | None = None
         t0_pts: float | None = None
-        last_packet = time.monotonic()
         try:
             packets = self._container.demux(self._vstream)
             while not self._closed.is_set():
+                waiting_since = time.monotonic()  # only the time blocked in the demuxer counts as a stall
                 try:
                     packet = next(packets)
                 except StopIteration:
@@ -208,15 +209,15 @@ class PyAVStream(Stream):
                 except av.error.EOFError:
                     break
                 except Exception as e:  # noqa: BLE001
-                    gap = time.monotonic() - last_packet
+                    gap = time.monotonic() - waiting_since
                     if self.live and gap >= 0.9 * self.read_timeout_s:
                         raise StreamTimeoutError(self.url, f"no data for {gap:.1f}s (read_timeout_s={self.read_timeout_s})") from None
                     raise StreamEndedError(self.url, f"read failed: {_describe(e)}") from None
-                now = time.monotonic()
-                gap, last_packet = now - last_packet, now
+                gap = time.monotonic() - waiting_since
                 if self.live and gap >= self.read_timeout_s:
                     # the stale packet FFmpeg returns after the first interrupt: the stream has stalled
                     raise StreamTimeoutError(self.url, f"no data for {gap:.1f}s (read_timeout_s={self.read_timeout_s})")
+                t_decode = time.perf_counter()
                 try:
                     frames = packet.decode()
                 except av.error.EOFError:
@@ -235,14 +236,17 @@ class PyAVStream(Stream):
                         continue
                     consecutive_corrupt = 0
                     pts_s = float(frame.time) if frame.time is not None else index / (self.fps or 25.0)
+                    rgb = frame.to_ndarray(format="rgb24")
+                    decode_s = time.perf_counter() - t_decode
                     if self.realtime:
                         if t0_wall is None:
                             t0_wall, t0_pts = time.monotonic(), pts_s
                         delay = (pts_s - t0_pts) - (time.monotonic() - t0_wall)
                         if delay > 0 and self._closed.wait(delay):
                             return
-                    yield DecodedFrame(index, pts_s, time.time(), frame.to_ndarray(format="rgb24"))
+                    yield DecodedFrame(index, pts_s, time.time(), rgb, decode_s)
                     index += 1
+                    t_decode = time.perf_counter()
             if self.live and not self._closed.is_set():
                 raise StreamEndedError(self.url, "the server ended the stream")
         finally:
@@ -296,7 +300,9 @@ class DemoStream(Stream):
             i = self.start_frame + index
             if self.loop_frames:
                 i %= self.loop_frames
-            yield DecodedFrame(index, index / self.feed.fps, time.time(), self.feed.frame(i))
+            t_render = time.perf_counter()
+            rgb = self.feed.frame(i)
+            yield DecodedFrame(index, index / self.feed.fps, time.time(), rgb, time.perf_counter() - t_render)
             index += 1
 
 
@@ -385,11 +391,12 @@ class IngestCounters:
     windows_emitted: int = 0
     windows_dropped: int = 0
     corrupt_frames: int = 0
-    reconnects: int = 0
+    reconnects: int = 0  # reconnect attempts: each lost stream and each failed re-open counts one
+    disconnects: int = 0  # times a stream that was delivering frames was lost
     last_error: str | None = None  # scrubbed
     last_frame_wall_s: float | None = None
     fps_in: float = 0.0  # decoded frames per second (moving average)
-    decode_s: float = 0.0  # last decode+convert+resize time of one frame
+    decode_s: float = 0.0  # last frame's decode + colour conversion + resize time, seconds
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -502,10 +509,10 @@ class IngestLoop:
                 except StreamError as e:
                     if self._stop.is_set():
                         break
-                    if self.counters.state == "streaming":
-                        attempts = 0
-                    attempts += 1
+                    was_streaming = self.counters.state == "streaming"
+                    attempts = 1 if was_streaming else attempts + 1
                     with self._lock:
+                        self.counters.disconnects += int(was_streaming)
                         self.counters.last_error = str(e)
                         self.counters.reconnects += 1
                     if s.max_reconnects is not None and attempts > s.max_reconnects:
@@ -553,7 +560,7 @@ class IngestLoop:
                         c.last_frame_wall_s = frame.wall_s
                         dt = max(now - last_t, 1e-6)
                         c.fps_in = 1.0 / dt if c.fps_in == 0 else 0.9 * c.fps_in + 0.1 / dt
-                        c.decode_s = now - t_start
+                        c.decode_s = frame.decode_s + (now - t_start)
                         if not keep:
                             c.frames_skipped += 1
                         else:

@@ -253,17 +253,17 @@ class TVL1:
         self.params = params
         self.compile = compile
         self.sync_every = sync_every
-        self._compiled: dict[bool, object] = {}
+        self._compiled: dict[str, object] = {}
 
-    def _step_fn(self, device: torch.device):
+    def _fn(self, name: str, device: torch.device):
+        """The plain function, or its torch.compile'd version (built once per estimator)."""
+        fn = {"step": tvl1_step_gamma if self.params.gamma else tvl1_step, "median": median_blur}[name]
         use = self.compile if self.compile is not None else device.type == "cuda"
         if not use:
-            return tvl1_step_gamma if self.params.gamma else tvl1_step
-        key = bool(self.params.gamma)
-        if key not in self._compiled:
-            fn = tvl1_step_gamma if key else tvl1_step
-            self._compiled[key] = torch.compile(fn, dynamic=False, fullgraph=True)
-        return self._compiled[key]
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fn, dynamic=False, fullgraph=True)
+        return self._compiled[name]
 
     @torch.no_grad()
     def __call__(self, i0: torch.Tensor, i1: torch.Tensor, return_stats: bool = False):
@@ -314,7 +314,8 @@ class TVL1:
         device = i0.device
         scaled_eps = p.epsilon * p.epsilon * h * w
         l_t, taut, theta = p.lambda_ * p.theta, p.tau / p.theta, p.theta
-        step = self._step_fn(device)
+        step = self._fn("step", device)
+        median = self._fn("median", device)
         sync_every = self.sync_every or (p.inner_iterations if device.type == "cuda" else 1)
         i1x, i1y = centered_gradient(i1)
         i1stack = torch.stack((i1, i1x, i1y), dim=1)
@@ -330,8 +331,8 @@ class TVL1:
             for _outer in range(p.outer_iterations):
                 a3 = active.view(b, 1, 1)
                 if p.median_filtering > 1:
-                    u1 = torch.where(a3, median_blur(u1, p.median_filtering), u1)
-                    u2 = torch.where(a3, median_blur(u2, p.median_filtering), u2)
+                    u1 = torch.where(a3, median(u1, p.median_filtering), u1)
+                    u2 = torch.where(a3, median(u2, p.median_filtering), u2)
                 for _inner in range(p.inner_iterations):
                     count += active
                     if u3 is None:

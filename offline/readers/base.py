@@ -12,7 +12,7 @@ class DataError(ValueError):
     """Unreadable, truncated or inconsistent data; the message names the file (and frame) at fault."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: labels is an array
 class Clip:
     """One video clip: a video file or a folder of image frames.
 

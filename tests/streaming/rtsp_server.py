@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
         if args.user:
             perms = GstRtspServer.RTSPPermissions()
-            perms.add_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
-            perms.add_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+            perms.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+            perms.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
             factory.set_permissions(perms)
         mounts.add_factory(f"/{name}", factory)
 

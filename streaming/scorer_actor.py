@@ -1,0 +1,313 @@
+"""Ray actor per device: queue windows from every camera, score them in batches, then alerts and events.
+
+`ScorerService` is the actor's body as a plain class (usable without Ray): `submit(window)` only queues
+(see streaming.scorer for the drop policy); a worker thread takes batches (max_batch, max_wait_ms), calls
+the Detector once per batch, and per camera runs FrameScorer -> AlertTracker -> EventStore, keeping the
+peak frame and its error map so each event gets a JPEG snapshot.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from offline.detector import Detector
+from streaming.alerts import AlertEvent, AlertTracker
+from streaming.config import AlertConfig, EventsConfig
+from streaming.events import EventStore
+from streaming.metrics import VadMetrics
+from streaming.scorer import BatchScorer, PendingWindows, ScoredWindow, frame_scorer_factory
+from streaming.snapshot import render_snapshot
+
+logger = logging.getLogger(__name__)
+
+# The histograms this actor reports (its counters and gauges travel as totals in `stats()`).
+SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds")
+BUSY_WINDOW_S = 10.0
+
+
+@dataclass
+class _Camera:
+    """Per-camera scoring state and counters."""
+
+    tracker: AlertTracker
+    windows_scored: int = 0
+    frames_scored: int = 0
+    windows_dropped: int = 0
+    frames_dropped: int = 0
+    last_score: float | None = None
+    last_warm: bool = False
+    last_frame: int | None = None
+    last_frame_wall_s: float | None = None
+    last_latency_s: float | None = None
+    event_id: int | None = None
+    events_opened: int = 0
+    peak: tuple[np.ndarray, np.ndarray] | None = None  # (rgb (H, W, 3), error map (H, W)) of the peak so far
+    scored_times: deque = field(default_factory=lambda: deque(maxlen=64))  # (wall_s, frames) per window
+
+
+class ScorerService:
+    """Batches windows from many cameras through one Detector on one device.
+
+    Args:
+        name: metric label of this scorer ("cpu", "cuda:0").
+        device: torch device of the Detector.
+        bundle: model bundle directory.
+        events: EventsConfig (or dict) of the shared SQLite store.
+        alerts: default AlertConfig (or dict); cameras may override it with `set_camera`.
+        max_batch / max_wait_ms / max_pending: batching and the per-camera queue bound.
+        torch_threads: torch intra-op threads for CPU scoring (None: leave torch's default).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        bundle: str,
+        events: dict | EventsConfig,
+        alerts: dict | AlertConfig | None = None,
+        max_batch: int = 16,
+        max_wait_ms: float = 50.0,
+        max_pending: int = 2,
+        torch_threads: int | None = None,
+    ):
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.name = name
+        self.device = device
+        self.detector = Detector.load(bundle, device)
+        self.scorer = BatchScorer(self.detector, frame_scorer_factory(self.detector), max_batch=max_batch)
+        self.queue = PendingWindows(max_pending)
+        self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000.0
+        ev = events if isinstance(events, EventsConfig) else EventsConfig.model_validate(events)
+        self.store = EventStore(ev.path, ev.retention_days, ev.max_events)
+        self.alert_defaults = alerts if isinstance(alerts, AlertConfig) else AlertConfig.model_validate(alerts or {})
+        self._alert_settings: dict[str, AlertConfig] = {}
+        self._cams: dict[str, _Camera] = {}
+        self._lock = threading.RLock()
+        self.metrics = VadMetrics()
+        self._scorer_metrics = self.metrics.scorer(name)
+        self.batches = 0
+        self.windows = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._busy: deque[tuple[float, float]] = deque()  # (end monotonic, duration) of recent batches
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"scorer-{name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ cameras
+    def set_camera(self, camera: str, alerts: dict | AlertConfig | None = None) -> None:
+        """Register a camera (or change its alert settings; an open alert keeps going under the new ones)."""
+        settings = self.alert_defaults if alerts is None else AlertConfig.model_validate(
+            alerts.model_dump() if isinstance(alerts, AlertConfig) else alerts
+        )
+        with self._lock:
+            self._alert_settings[camera] = settings
+            cam = self._cams.get(camera)
+            if cam is not None:
+                t = cam.tracker
+                t.threshold, t.min_duration_s, t.hysteresis = settings.threshold, settings.min_duration_s, settings.hysteresis
+
+    def remove_camera(self, camera: str) -> None:
+        """Forget a camera: close its open alert (reason "removed"), its queue and its normaliser."""
+        self.queue.discard(camera)
+        with self._lock:
+            cam = self._cams.pop(camera, None)
+            self._alert_settings.pop(camera, None)
+            self.scorer.forget(camera)
+            if cam is not None:
+                for ev in cam.tracker.close(time.time(), reason="removed"):
+                    self._persist(camera, cam, ev)
+
+    def _camera(self, name: str) -> _Camera:
+        cam = self._cams.get(name)
+        if cam is None:
+            a = self._alert_settings.get(name, self.alert_defaults)
+            cam = self._cams[name] = _Camera(AlertTracker(a.threshold, a.min_duration_s, a.hysteresis, camera=name))
+        return cam
+
+    # ------------------------------------------------------------------------------------------- intake
+    def submit(self, window: Any) -> bool:
+        """Queue a window (never blocks). Returns False when it evicted an older window of that camera."""
+        evicted = self.queue.put(window)
+        if evicted is not None:
+            with self._lock:
+                cam = self._camera(window.camera)
+                cam.windows_dropped += 1
+                cam.frames_dropped += len(evicted.indices)
+        return evicted is None
+
+    # --------------------------------------------------------------------------------------------- loop
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self.queue.take(self.max_batch, self.max_wait_s, timeout_s=0.5)
+            if not batch:
+                continue
+            t0 = time.monotonic()
+            try:
+                results = self.scorer.score(batch)
+            except Exception as exc:  # noqa: BLE001 - a bad batch is counted and dropped, the scorer goes on
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("scorer %s: batch of %d windows failed", self.name, len(batch))
+                continue
+            dt = time.monotonic() - t0
+            self._busy.append((time.monotonic(), dt))
+            self._scorer_metrics.observe_batch(len(batch), dt)
+            self.batches += 1
+            self.windows += len(batch)
+            for r in results:
+                try:
+                    self._after_scoring(r)
+                except Exception as exc:  # noqa: BLE001 - e.g. a full disk for events: keep scoring
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    logger.exception("scorer %s: camera %s: alert/event handling failed", self.name, r.camera)
+
+    def _after_scoring(self, r: ScoredWindow) -> None:
+        now = time.time()
+        hist = self.metrics.score_latency.labels(r.camera)
+        with self._lock:
+            if r.camera not in self._alert_settings and r.camera not in self._cams:
+                return  # removed while its window was being scored
+            cam = self._camera(r.camera)
+            for t in range(len(r.score)):
+                wall = float(r.wall_s[t])
+                hist.observe(max(0.0, now - wall))
+                events = cam.tracker.update(wall, float(r.score[t]), int(r.indices[t]), bool(r.warm[t]))
+                if cam.tracker.new_peak:
+                    emap = r.error_map[t] if r.error_map is not None else np.zeros(r.frames.shape[1:3], np.float32)
+                    cam.peak = (np.array(r.frames[t]), np.array(emap))
+                for ev in events:
+                    self._persist(r.camera, cam, ev)
+            cam.windows_scored += 1
+            cam.frames_scored += len(r.score)
+            cam.last_score = float(r.score[-1])
+            cam.last_warm = bool(r.warm[-1])
+            cam.last_frame = int(r.indices[-1])
+            cam.last_frame_wall_s = float(r.wall_s[-1])
+            cam.last_latency_s = now - float(r.wall_s[-1])
+            cam.scored_times.append((now, len(r.score)))
+            if cam.event_id is not None:
+                self.store.touch(cam.event_id, cam.last_frame_wall_s)
+
+    def _snapshot(self, cam: _Camera) -> bytes | None:
+        if cam.peak is None:
+            return None
+        rgb, emap = cam.peak
+        return render_snapshot(rgb, emap)
+
+    def _persist(self, camera: str, cam: _Camera, ev: AlertEvent) -> None:
+        if ev.kind == "opened":
+            cam.event_id = self.store.open_event(
+                camera, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self._snapshot(cam)
+            )
+            cam.events_opened += 1
+            logger.warning("camera %s: anomaly alert opened (event %d, score %.3f)", camera, cam.event_id, ev.peak_score)
+        elif ev.kind == "peak" and cam.event_id is not None:
+            self.store.update_peak(cam.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self._snapshot(cam))
+        elif ev.kind == "closed" and cam.event_id is not None:
+            self.store.close_event(cam.event_id, ev.end_s if ev.end_s is not None else time.time(), ev.reason)
+            logger.info("camera %s: alert closed (event %d)", camera, cam.event_id)
+            cam.event_id = None
+            cam.peak = None
+
+    # ------------------------------------------------------------------------------------------ queries
+    def busy_ratio(self) -> float:
+        now = time.monotonic()
+        while self._busy and self._busy[0][0] < now - BUSY_WINDOW_S:
+            self._busy.popleft()
+        return min(1.0, sum(d for _, d in self._busy) / BUSY_WINDOW_S)
+
+    def ping(self) -> str:
+        """Health check: raises when the scoring thread has died."""
+        if not self._thread.is_alive():
+            raise RuntimeError(f"scorer {self.name}: scoring thread is not running (last error: {self.last_error})")
+        return self.name
+
+    def stats(self) -> dict[str, Any]:
+        """Scorer-wide and per-camera counters for the status endpoint and `/metrics`."""
+        now = time.time()
+        cameras = {}
+        with self._lock:
+            for name, c in self._cams.items():
+                recent = [(t, n) for t, n in c.scored_times if t >= now - BUSY_WINDOW_S]
+                cameras[name] = {
+                    "windows_scored": c.windows_scored,
+                    "frames_scored": c.frames_scored,
+                    "windows_dropped": c.windows_dropped,
+                    "frames_dropped": c.frames_dropped,
+                    "last_score": c.last_score,
+                    "warm": c.last_warm,
+                    "last_frame": c.last_frame,
+                    "lag_s": None if c.last_frame_wall_s is None else now - c.last_frame_wall_s,
+                    "latency_s": c.last_latency_s,
+                    "fps_scored": sum(n for _, n in recent) / BUSY_WINDOW_S,
+                    "queue_depth": self.queue.depth(name),
+                    "alert_open": c.tracker.is_open,
+                    "alert_state": c.tracker.state,
+                    "event_id": c.event_id,
+                    "events_opened": c.events_opened,
+                }
+        ctx = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ctx = ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - outside Ray
+            ctx = None
+        return {
+            "name": self.name,
+            "device": self.device,
+            "alive": self._thread.is_alive(),
+            "batches": self.batches,
+            "windows": self.windows,
+            "mean_batch": self.windows / self.batches if self.batches else 0.0,
+            "busy_ratio": self.busy_ratio(),
+            "queue_depth": self.queue.depth(),
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "node_id": ctx,
+            "bundle": str(self.detector.bundle.path),
+            "input": {"size": self.detector.size, "window": self.detector.window},
+            "cameras": cameras,
+        }
+
+    def model_input(self) -> dict[str, int]:
+        return {"size": self.detector.size, "window": self.detector.window}
+
+    def metric_families(self) -> list:
+        self._scorer_metrics.set_busy(self.busy_ratio())
+        return [f for f in self.metrics.snapshot() if f.name in SCORER_FAMILIES]
+
+    def list_events(self, **filters: Any) -> list[dict]:
+        return [e.to_dict() for e in self.store.list_events(**filters)]
+
+    def get_event(self, event_id: int) -> dict | None:
+        e = self.store.get_event(event_id)
+        return None if e is None else e.to_dict()
+
+    def get_snapshot(self, event_id: int) -> bytes | None:
+        return self.store.get_snapshot(event_id)
+
+    def close_dangling(self) -> int:
+        """At startup: settle events a previous run left open (ended at their last update)."""
+        return self.store.close_dangling("last_seen")
+
+    def stop(self) -> None:
+        """Stop scoring; close every open alert (reason "stopped")."""
+        self._stop.set()
+        self.queue.close()
+        self._thread.join(timeout=30)
+        with self._lock:
+            for name, cam in self._cams.items():
+                for ev in cam.tracker.close(time.time(), reason="stopped"):
+                    self._persist(name, cam, ev)
