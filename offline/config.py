@@ -66,9 +66,16 @@ class PAConfig(Strict):
     p_spatial: float = Field(0.4, ge=0, le=1)
     p_temporal: float = Field(0.5, ge=0, le=1)
     mask: Literal["object", "random"] = "object"
+    segmenter: str | None = Field(
+        None,
+        description="'module:factory' returning a callable (T, H, W, 3) uint8 -> (T, H, W) bool masks; None: motion masks",
+    )
     mask_min_coverage: float = Field(0.02, ge=0, le=1)
     mask_max_coverage: float = Field(0.3, ge=0, le=1)
-    ldm_path: Path | None = Field(None, description="local diffusers directory of the CompVis LDM inpainting model")
+    ldm_path: Path | None = Field(
+        None, description="local diffusers directory of the CompVis LDM inpainting model (None: Telea fallback)"
+    )
+    ldm_batch_size: int = Field(8, ge=1, description="frames per LDM inpainting batch")
     ldm_steps: int = Field(50, ge=1)
     intruder_dir: Path | None = Field(None, description="images for the LNTRA patch PA (None: generated textures)")
     patch_probability: float = Field(0.2, ge=0, le=1)

@@ -171,10 +171,10 @@ class PyAVStream(Stream):
                 "rtsp_transport": transport,
                 # FFmpeg's socket I/O timeout (us) must not undercut PyAV's open timeout (issues 1155, 1243)
                 "timeout": str(int(max(open_timeout_s, read_timeout_s) * 1e6)),
-                # short probing: the open takes ~0.6 s instead of ~2.8 s (INFRA.md)
+                # short probing: the open takes ~0.6 s instead of ~2.8 s (INFRA.md). Not `fflags=nobuffer`:
+                # over RTSP/TCP it corrupted the decoded pictures (26 dB against the served clip, see tests)
                 "analyzeduration": "500000",
                 "probesize": "200000",
-                "fflags": "nobuffer",
             }
         started = time.monotonic()
         try:
@@ -188,7 +188,8 @@ class PyAVStream(Stream):
             self._container.close()
             raise StreamOpenError(url, "no video stream")
         self._vstream = self._container.streams.video[0]
-        self._vstream.thread_type = "AUTO"
+        if not live:  # frame threading adds a few frames of latency: only for files, where throughput matters
+            self._vstream.thread_type = "AUTO"
         rate = self._vstream.average_rate or self._vstream.guessed_rate
         super().__init__(url, float(rate) if rate else None, live)
 
@@ -409,7 +410,8 @@ class IngestLoop:
     """Decode one camera forever: open -> resample -> resize -> ring buffer -> `on_window`, reconnect on errors.
 
     Args:
-        camera_name: label for logs, windows and credentials (`VAD_CAMERA_<NAME>_USER` / `_PASSWORD`).
+        camera_name: label for logs, windows and credentials (`VAD_CAMERA_<NAME>_USER` / `_PASSWORD`, or
+            `<credentials_env>_USER` / `_PASSWORD` when given; credentials in the URL win).
         url: source URL (credentials allowed; never logged).
         settings: `IngestSettings` or any object/dict with the same field names.
         on_window: called with each complete `Window`; must not block. Return False to say the window was
@@ -426,10 +428,11 @@ class IngestLoop:
         on_window: Callable[[Window], bool | None] = lambda w: None,
         on_state: Callable[[str, str], None] = lambda s, d: None,
         backoff: Backoff | None = None,
+        credentials_env: str | None = None,
     ):
         self.camera = camera_name
         self.settings = IngestSettings.coerce(settings)
-        self._url = resolve_credentials(url, camera_env_prefix(camera_name))
+        self._url = resolve_credentials(url, credentials_env or camera_env_prefix(camera_name))
         self.url = scrub_url(url)
         self.on_window = on_window
         self.on_state = on_state

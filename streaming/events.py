@@ -189,7 +189,8 @@ class EventStore:
     ) -> None:
         """Replace the event's peak (and its snapshot when given)."""
         with self._tx() as c:
-            self._require(c, event_id)
+            if self._require(c, event_id) != "open":
+                raise EventStoreError(f"{self.path}: event {event_id} is closed; its peak cannot change")
             c.execute(
                 "UPDATE events SET peak_score = ?, peak_frame = ?, peak_s = ?, updated_s = MAX(updated_s, ?) WHERE id = ?",
                 (float(peak_score), int(peak_frame), float(peak_s), float(peak_s), int(event_id)),

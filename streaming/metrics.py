@@ -299,9 +299,11 @@ class VadMetrics:
         """The Prometheus text exposition and its content type, for `/metrics`.
 
         Families with the same name (this process's own metrics and those merged from other processes by
-        `self.remote`) are joined, so each name has one HELP/TYPE block as Prometheus requires.
+        `self.remote`) are joined, so each name has one HELP/TYPE block as Prometheus requires. A series
+        present in both comes from `self.remote`: the reporting process owns it (`camera()` here creates
+        every child of a camera at zero, e.g. a decode histogram the camera actor really fills).
         """
-        families = merge_families([("local", list(self.registry.collect()))])
+        families = merge_families([("remote", list(self.remote.collect())), ("local", list(self.registry.collect()))])
         return generate_latest(_Static(families)), CONTENT_TYPE_LATEST
 
     def snapshot(self) -> list[Metric]:

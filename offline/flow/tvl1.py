@@ -262,7 +262,7 @@ class TVL1:
         if not use:
             return fn
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(fn, dynamic=False, fullgraph=True)
+            self._compiled[name] = torch.compile(fn, dynamic=None, fullgraph=True)
         return self._compiled[name]
 
     @torch.no_grad()

@@ -64,7 +64,7 @@ def spatial_pa(frames: torch.Tensor, masks: torch.Tensor, inpainter: Inpainter, 
 
 def compvis_unet_config(model_channels: int = 256, channel_mult=(1, 2, 3, 4), num_res_blocks: int = 2,
                         attention_levels=(1, 2, 3), resblock_updown: bool = True, in_channels: int = 7,
-                        out_channels: int = 3, sample_size: int = 64, head_dim: int = 32) -> dict:
+                        out_channels: int = 3, sample_size: int = 64, head_dim: int = 128) -> dict:
     """UNet2DModel kwargs matching the CompVis openaimodel UNet; defaults are the `inpainting_big` model."""
     n = len(channel_mult)
     down, up = [], []

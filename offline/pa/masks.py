@@ -177,7 +177,7 @@ class MotionMaskParams:
     open_radius: int = 1
     close_radius: int = 3
     dilate_radius: int = 2
-    min_area: float = 0.0015
+    min_area: float = 0.0008
     max_area: float = 0.25
 
 
@@ -239,3 +239,18 @@ def mask_bbox(mask: np.ndarray | torch.Tensor) -> tuple[int, int, int, int] | No
     if ys.size == 0:
         return None
     return int(ys[0]), int(xs[0]), int(ys[-1] - ys[0] + 1), int(xs[-1] - xs[0] + 1)
+
+
+def object_masks(
+    frames: np.ndarray, segmenter: Segmenter | None = None, params: MotionMaskParams = MotionMaskParams()
+) -> np.ndarray:
+    """Object masks of a clip: (T, H, W, 3) uint8 RGB -> (T, H, W) bool, from `segmenter` if given, else motion."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"object_masks expects RGB frames (T, H, W, 3), got shape {frames.shape}")
+    if segmenter is not None:
+        out = np.asarray(segmenter(frames), dtype=bool)
+        if out.shape != frames.shape[:3]:
+            raise ValueError(f"segmenter returned masks of shape {out.shape}, expected {frames.shape[:3]}")
+        return out
+    gray = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return motion_masks(gray, params)

@@ -137,8 +137,11 @@ def test_errors_name_the_event_or_file(tmp_path, store):
     store.close_event(eid, 2.0)
     with pytest.raises(EventStoreError, match=f"event {eid} is already closed"):
         store.close_event(eid, 3.0)
+    with pytest.raises(EventStoreError, match=f"event {eid} is closed"):
+        store.update_peak(eid, 1.0, 1, 1.0)
+    other = store.open_event("a", 5.0, 0.9, 1)
     with pytest.raises(ValueError, match="snapshot must be non-empty bytes"):
-        store.update_peak(eid, 1.0, 1, 1.0, snapshot=b"")
+        store.update_peak(other, 1.0, 1, 1.0, snapshot=b"")
     bad = tmp_path / "not_a_db.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(EventStoreError, match="not_a_db.sqlite"):

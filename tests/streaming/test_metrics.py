@@ -151,6 +151,19 @@ def test_snapshot_collector_merges_families_from_several_processes():
     assert 'camera="a"' not in app.render()[0].decode()
 
 
+def test_remote_series_win_over_the_apps_zero_children():
+    """The app creates all of a camera's children at zero; the actor's real histogram must be what is shown."""
+    actor = VadMetrics()
+    for _ in range(5):
+        actor.camera("door").decode_latency.observe(0.003)
+    app = VadMetrics()
+    app.camera("door").sync_totals(frames_decoded=80)
+    app.remote.update("door-actor", [f for f in actor.snapshot() if f.name == "vad_decode_latency_seconds"])
+    body = app.render()[0]
+    assert value(body, "vad_decode_latency_seconds_count", camera="door") == 5
+    assert value(body, "vad_frames_decoded_total", camera="door") == 80
+
+
 def test_a_standalone_snapshot_collector_merges_sources():
     sc = SnapshotCollector()
     for name in ("a", "b"):

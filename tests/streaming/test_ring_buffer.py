@@ -114,7 +114,7 @@ def test_resampler_tolerates_jitter_and_restarts_on_time_jumps():
     assert r.keep(0.0)
     # a jump forward (gap in the source) does not cause a burst of kept frames afterwards
     r2 = FrameResampler(10)
-    kept = [r2.keep(x) for x in [0.0, 0.04, 0.08, 0.12, 5.0, 5.04, 5.08, 5.12]]
+    kept = [r2.keep(x) for x in [0.0, 0.03, 0.06, 0.10, 5.0, 5.03, 5.06, 5.10]]
     assert kept == [True, False, False, True, True, False, False, True]
 
 
@@ -158,8 +158,8 @@ def test_backoff_grows_caps_and_resets():
     assert [b.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     b.reset()
     assert b.next() == 0.5
-    for _ in range(2000):  # many attempts: no float overflow
-        assert b.next() == 4.0
+    delays = [b.next() for _ in range(2000)]  # many attempts: no float overflow
+    assert delays[:3] == [1.0, 2.0, 4.0] and set(delays[3:]) == {4.0}
 
 
 def test_backoff_jitter_is_bounded_seeded_and_spreads():

@@ -1,0 +1,435 @@
+"""The training loop for the spatial / temporal autoencoder (with PAs, SSPCAB, learned noise), single-process or DDP.
+
+A run directory holds: `config.yaml` (the exact config), `train.jsonl` (one JSON object per logged step and per
+epoch), `loss.png`, `checkpoint.pt` (model + optimiser + position, written atomically every epoch and on stop,
+loaded with weights_only=True), `weights.safetensors` (the model alone, for `vad export`) and `holdout.json`
+(the held-out normal windows used for calibration). Ctrl-C / SIGTERM finish the current step, write the checkpoint
+and return; `--resume` continues from the same step with the same optimiser state and the same PA draws.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import save_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from offline import ddp
+from offline.autoencoder import Autoencoder
+from offline.config import Config, FlowConfig
+from offline.noise_generator import NoiseGenerator
+from offline.pa.baselines import learned_noise_pa, noise_generator_loss
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "train.jsonl"
+PLOT_FILE = "loss.png"
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "weights.safetensors"
+HOLDOUT_FILE = "holdout.json"
+# fields that may change between a run and its resume
+RESUMABLE = {("train", "epochs"), ("train", "max_steps"), ("train", "num_workers"), ("train", "log_every")}
+
+
+class StopRequest:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between steps (so no checkpoint is half written)."""
+
+    def __init__(self):
+        self.requested = False
+        self.reason = ""
+        self._previous: dict[int, object] = {}
+
+    def request(self, reason: str = "requested") -> None:
+        self.requested, self.reason = True, reason
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: the user really means it
+            raise KeyboardInterrupt
+        self.request(signal.Signals(signum).name)
+        logger.warning("%s received: stopping after this step and writing the checkpoint", self.reason)
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with: the (unwrapped) models, the global step, the next epoch, and whether it was stopped."""
+
+    model: torch.nn.Module
+    generator: torch.nn.Module | None
+    step: int
+    epoch: int
+    stopped: bool
+    out_dir: Path
+    losses: list[float] = field(default_factory=list)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Tensors and plain containers only: weights_only=True refuses pickled code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Fields (section.key) where two configs differ, ignoring those a resume may change."""
+    da, db = a.model_dump(mode="json", by_alias=True), b.model_dump(mode="json", by_alias=True)
+    out = []
+    for section in da:
+        for key in da[section]:
+            if (section, key) not in RESUMABLE and da[section][key] != db[section].get(key):
+                out.append(f"{section}.{key}: {db[section].get(key)!r} in the run, {da[section][key]!r} now")
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def build_autoencoder(cfg: Config) -> Autoencoder:
+    return Autoencoder(3, tuple(cfg.model.channels), cfg.model.sspcab)
+
+
+def flow_tools(flow_cfg: FlowConfig, device: torch.device):
+    """(estimator, encoder) from the flow package: est(f0, f1) -> (B, 2, H, W); encode (.., 2, H, W) -> (.., 3, H, W)."""
+    from offline.flow import FlowEstimator, encode_flow
+
+    est = FlowEstimator(flow_cfg, device=device)
+    return est, (lambda flow: encode_flow(flow, flow_cfg.clip))
+
+
+def load_intruders(cfg: Config, size: int) -> torch.Tensor:
+    """LNTRA intruder images: files from pa.intruder_dir, else procedural textures (nothing downloaded)."""
+    from offline.pa.baselines import generated_intruders
+
+    if cfg.pa.intruder_dir is None:
+        return generated_intruders(64, size, np.random.default_rng(cfg.pa.seed))
+    from PIL import Image
+
+    files = sorted(p for p in Path(cfg.pa.intruder_dir).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    if not files:
+        raise ValueError(f"pa.intruder_dir: {cfg.pa.intruder_dir} holds no .png/.jpg images")
+    imgs = [np.asarray(Image.open(f).convert("RGB").resize((size, size))) for f in files]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "train", data=None):
+    """The TrainWindows of the run's target (spatial or temporal) with its PA sampler; `data` reuses decoded clips."""
+    from offline.datasets import open_from_config
+    from offline.pa_sampler import SpatialPA, TemporalPA
+    from offline.train_data import TrainWindows, load_clips
+
+    target = cfg.train.target
+    if data is None and clips is None:
+        clips = open_from_config(cfg.data).train
+        if not clips:
+            raise ValueError(f"data.root: {cfg.data.root} has no training clips")
+    est = encode = None
+    if target == "temporal":
+        est, encode = flow_tools(cfg.flow, device)
+    need_masks = (target == "spatial" and cfg.pa.spatial == "ldm") or (target == "temporal" and cfg.pa.temporal != "none")
+    masks = cfg.pa.mask if need_masks else None
+    if data is None:
+        data = load_clips(clips, cfg.data.size, masks=masks, flow_estimator=est, desc=f"decode ({target})")
+    spatial = temporal = None
+    if part == "train" and target == "spatial" and cfg.pa.spatial != "none":
+        inpainter = intruders = None
+        if cfg.pa.spatial == "ldm":
+            from offline.pa.inpaint import make_inpainter
+
+            inpainter = make_inpainter(cfg.pa.ldm_path, cfg.pa.ldm_steps, str(device))
+        if cfg.pa.spatial == "patch":
+            intruders = load_intruders(cfg, cfg.data.size)
+        spatial = SpatialPA.from_config(cfg.pa, cfg.data.window, inpainter, intruders)
+    if part == "train" and target == "temporal" and cfg.pa.temporal != "none":
+        temporal = TemporalPA.from_config(cfg.pa)
+    stride = cfg.data.train_stride if part == "train" else cfg.data.window
+    return TrainWindows(
+        data, cfg.data.window, stride, target=target, part=part, holdout_fraction=cfg.train.holdout_fraction,
+        spatial=spatial, temporal=temporal, encode=encode, seed=cfg.train.seed,
+    ), data
+
+
+def epoch_batches(n: int, batch: int, epoch: int, seed: int, info: ddp.DistInfo) -> list[list[int]]:
+    """This rank's batches for one epoch: a seeded shuffle, split across ranks like DistributedSampler (padded)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    total = int(math.ceil(n / info.world_size)) * info.world_size
+    order += order[: total - n]
+    mine = order[info.rank : total : info.world_size]
+    return [mine[i : i + batch] for i in range(0, len(mine), batch)]
+
+
+def _collate(items):
+    x = torch.stack([it[0] for it in items])
+    y = torch.stack([it[1] for it in items])
+    pa = torch.tensor([bool(it[2]) for it in items])
+    return x, y, pa
+
+
+def plot_losses(log_path: Path, out: Path) -> None:
+    """Loss curve from the JSONL log: logged steps and per-epoch means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses, epochs, means = [], [], [], []
+    for line in log_path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == "step":
+            steps.append(rec["step"])
+            losses.append(rec["loss"])
+        elif rec.get("event") == "epoch":
+            epochs.append(rec["step"])
+            means.append(rec["loss_mean"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, losses, lw=1, alpha=0.6, label="logged steps")
+    if means:
+        ax.plot(epochs, means, "o-", label="epoch mean")
+    ax.set(xlabel="step", ylabel="loss (MSE to the normal input)", yscale="log", title=log_path.parent.name)
+    ax.legend()
+    fig.tight_layout()
+    tmp = out.with_name("tmp-" + out.name)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+class JsonlLog:
+    """Appends one JSON object per line (rank 0 only); resumed runs append to the same file."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def write(self, **record) -> None:
+        if self.path is None:
+            return
+        record.setdefault("time", round(time.time(), 3))
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train_autoencoder(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    stop: StopRequest | None = None,
+    progress: bool = True,
+    data=None,
+    after_step=None,
+) -> TrainResult:
+    """Train `cfg.train.target` ("spatial" or "temporal") into `cfg.train.out_dir`; see the module docstring.
+
+    Args:
+        resume: continue from `out_dir/checkpoint.pt` (the config must match except epochs/max_steps).
+        stop: a StopRequest (signals); the loop stops cleanly when it is set.
+        data: decoded clips to reuse (tests, several runs on the same footage).
+        after_step: callback(step) after every optimiser step (tests: interrupt at a given step).
+    """
+    tc = cfg.train
+    info = ddp.setup(tc.device)
+    stop = stop or StopRequest()
+    out = Path(tc.out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ddp.barrier(info)
+    ckpt_path = out / CHECKPOINT_FILE
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        saved = Config.model_validate(yaml.safe_load((out / CONFIG_FILE).read_text()))
+        diff = config_differences(cfg, saved)
+        if diff:
+            raise ValueError(f"--resume: {out / CONFIG_FILE} differs from the current config: " + "; ".join(diff))
+        state = load_checkpoint(ckpt_path)
+    seed_everything(tc.seed + info.rank)
+    if tc.batch_size % info.world_size:
+        raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by the {info.world_size} data-parallel ranks")
+    per_rank = tc.batch_size // info.world_size
+    cuda = info.device.type == "cuda"
+    amp = cuda and tc.amp
+
+    windows, _ = build_windows(cfg, info.device, data=data)
+    holdout, _ = build_windows(cfg, info.device, part="holdout", data=windows.data)
+    if len(windows) == 0:
+        raise ValueError(f"no training windows: clips shorter than data.window={cfg.data.window} after the holdout")
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = build_autoencoder(cfg).to(info.device)
+    gen = NoiseGenerator(3, tuple(cfg.model.channels)).to(info.device) if (
+        tc.target == "spatial" and cfg.pa.spatial == "learned_noise") else None
+    if cuda and tc.amp:
+        model = model.to(memory_format=torch.channels_last_3d)
+        if gen is not None:
+            gen = gen.to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    gopt = torch.optim.Adam(gen.parameters(), lr=tc.lr) if gen is not None else None
+    step, epoch, skip = 0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if gen is not None:
+            gen.load_state_dict(state["generator"])
+            gopt.load_state_dict(state["g_optimizer"])
+        step, epoch, skip = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+    fmodel = DDP(model, device_ids=[info.device.index] if cuda else None) if info.distributed else model
+    fgen = (DDP(gen, device_ids=[info.device.index] if cuda else None) if info.distributed else gen) if gen is not None else None
+
+    log = JsonlLog(out / LOG_FILE if info.is_main else None)
+    if info.is_main:
+        (out / CONFIG_FILE).write_text(dump_config(cfg))
+        (out / HOLDOUT_FILE).write_text(json.dumps({"windows": holdout.keys(), "fraction": tc.holdout_fraction}) + "\n")
+        log.write(
+            event="resume" if state is not None else "start", step=step, epoch=epoch, target=tc.target,
+            pa_spatial=cfg.pa.spatial, pa_temporal=cfg.pa.temporal, windows=len(windows), holdout_windows=len(holdout),
+            world_size=info.world_size, device=str(info.device), amp=amp, size=cfg.data.size, batch_size=tc.batch_size,
+        )
+    logger.info(
+        "training the %s AE: %d windows (%d held out), batch %d (%d x %d ranks), %s%s, PAs: %s",
+        tc.target, len(windows), len(holdout), tc.batch_size, per_rank, info.world_size, info.device,
+        " bf16" if amp else "", cfg.pa.spatial if tc.target == "spatial" else cfg.pa.temporal,
+    )
+
+    def checkpoint(next_epoch: int, batch_in_epoch: int) -> None:
+        ddp.broadcast_buffers(model, info)
+        if gen is not None:
+            ddp.broadcast_buffers(gen, info)
+        if info.is_main:
+            blob = {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "step": step, "epoch": next_epoch, "batch_in_epoch": batch_in_epoch,
+            }
+            if gen is not None:
+                blob["generator"], blob["g_optimizer"] = gen.state_dict(), gopt.state_dict()
+            atomic_torch_save(blob, ckpt_path)
+            weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+            if gen is not None:
+                weights.update({f"generator.{k}": v for k, v in gen.state_dict().items()})
+            atomic_save_safetensors(weights, out / WEIGHTS_FILE, {"target": tc.target, "step": str(step)})
+        ddp.barrier(info)
+
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    losses: list[float] = []
+    stopped = False
+    max_steps = tc.max_steps or math.inf
+    with stop:
+        while epoch < tc.epochs and step < max_steps and not stopped:
+            windows.set_epoch(epoch)
+            batches = epoch_batches(len(windows), per_rank, epoch, tc.seed, info)
+            loader = torch.utils.data.DataLoader(
+                windows, batch_sampler=batches[skip:], collate_fn=_collate, num_workers=tc.num_workers,
+                pin_memory=cuda,
+            )
+            model.train()
+            bar = tqdm(loader, total=len(batches) - skip, desc=f"{tc.target} epoch {epoch + 1}/{tc.epochs}",
+                       unit="batch", disable=not (progress and info.is_main), dynamic_ncols=True)
+            epoch_losses: list[float] = []
+            t_epoch = time.perf_counter()
+            batch_index = skip
+            t0 = time.perf_counter()
+            for x, y, is_pa in bar:
+                x = x.to(info.device, non_blocking=True)
+                y = y.to(info.device, non_blocking=True)
+                if cuda and tc.amp:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                    y = y.contiguous(memory_format=torch.channels_last_3d)
+                if gen is not None and bool(is_pa.any()):
+                    with torch.no_grad(), autocast():
+                        noise = fgen(x).float()
+                    x_p, _ = learned_noise_pa(x, noise)
+                    sel = is_pa.to(info.device).view(-1, 1, 1, 1, 1)
+                    x = torch.where(sel, x_p, x)
+                opt.zero_grad(set_to_none=True)
+                with autocast():
+                    recon = fmodel(x)
+                    loss = F.mse_loss(recon.float(), y.float())
+                    if cfg.model.sspcab:
+                        loss = loss + cfg.model.sspcab_weight * model.aux_loss().float()
+                loss.backward()
+                opt.step()
+                if gen is not None:  # alternate: G maximises its noise while F still reconstructs it (Astrid et al.)
+                    gopt.zero_grad(set_to_none=True)
+                    with autocast():
+                        noise = fgen(y).float()
+                        x_p, eff = learned_noise_pa(y, noise)
+                        g_loss = noise_generator_loss(fmodel(x_p).float(), x_p, eff, cfg.pa.noise_lambda)
+                    g_loss.backward()
+                    gopt.step()
+                    opt.zero_grad(set_to_none=True)
+                step += 1
+                batch_index += 1
+                value = float(loss.detach())
+                epoch_losses.append(value)
+                losses.append(value)
+                dt, t0 = time.perf_counter() - t0, time.perf_counter()  # data + step: what a person waits for
+                rate = x.shape[0] * info.world_size / max(dt, 1e-9)
+                bar.set_postfix(loss=f"{value:.4f}", win_s=f"{rate:.1f}", pa=f"{float(is_pa.float().mean()):.2f}")
+                if step % tc.log_every == 0 or step == 1:
+                    mean_loss = ddp.all_reduce_mean(value, info)
+                    log.write(event="step", step=step, epoch=epoch, loss=mean_loss, pa_fraction=float(is_pa.float().mean()),
+                              windows_per_s=round(rate, 2), lr=tc.lr)
+                if after_step is not None:
+                    after_step(step)
+                if ddp.any_rank(stop.requested, info) or step >= max_steps:
+                    stopped = stop.requested
+                    break
+            bar.close()
+            finished = batch_index >= len(batches)
+            if finished:
+                epoch += 1
+                skip = 0
+                mean = ddp.all_reduce_mean(float(np.mean(epoch_losses)) if epoch_losses else float("nan"), info)
+                log.write(event="epoch", epoch=epoch, step=step, loss_mean=mean, steps=len(epoch_losses),
+                          seconds=round(time.perf_counter() - t_epoch, 2))
+                logger.info("epoch %d/%d: mean loss %.5f (%d steps, %.1f s)", epoch, tc.epochs, mean,
+                            len(epoch_losses), time.perf_counter() - t_epoch)
+            else:
+                skip = batch_index
+            checkpoint(epoch, skip)
+            if info.is_main:
+                plot_losses(out / LOG_FILE, out / PLOT_FILE)
+    if info.is_main:
+        why = f"stopped by {stop.reason}" if stopped else ("max_steps reached" if step >= max_steps else "done")
+        log.write(event="end", step=step, epoch=epoch, reason=why)
+        logger.info("%s at step %d (epoch %d); checkpoint %s", why, step, epoch, ckpt_path)
+    return TrainResult(model, gen, step, epoch, stopped, out, losses)
