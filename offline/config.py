@@ -48,14 +48,24 @@ class FlowConfig(Strict):
     inner_iterations: int = Field(30, ge=1)
     outer_iterations: int = Field(10, ge=1)
     scale_step: float = Field(0.8, gt=0, lt=1)
-    gamma: float = Field(0.0, ge=0)
-    median_filtering: int = Field(5, ge=1)
+    gamma: float = Field(0.0, ge=0, description="illumination term weight (0 = off, OpenCV's default)")
+    median_filtering: int = Field(5, ge=1, description="median filter size on the flow per outer iteration (1 = off, odd)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch backend: fuse the inner iteration with torch.compile (auto: on CUDA only)"
+    )
     clip: float = Field(
         10.0, gt=0, description="flow encoding: |u|, |v| and magnitude (pixels/frame) are clipped to this and scaled to [-1, 1]"
     )
     cache_dir: Path = Field(Path("cache/flow"), description="where `vad flow-cache` stores flow fields")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @field_validator("median_filtering")
+    @classmethod
+    def _odd_median(cls, v: int) -> int:
+        if v > 1 and v % 2 == 0:
+            raise ValueError(f"must be 1 (off) or an odd size, got {v}")
+        return v
 
 
 class PAConfig(Strict):

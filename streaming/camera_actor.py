@@ -54,6 +54,8 @@ class CameraActor:
             hop=window,
             open_timeout_s=self.cfg.open_timeout_s,
             read_timeout_s=self.cfg.read_timeout_s,
+            backoff_initial_s=self.cfg.backoff_initial_s,
+            backoff_max_s=max(self.cfg.backoff_max_s, self.cfg.backoff_initial_s),
         )
         url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
         self.loop = IngestLoop(self.name, url, settings, on_window=self._on_window, on_state=self._on_state)

@@ -36,8 +36,10 @@ def is_loopback(host: str) -> bool:
 class AlertConfig(Strict):
     """When a camera's normalised score opens and closes an alert (defaults for every camera)."""
 
-    threshold: float = Field(0.9, ge=0, le=1, description="normalised score (in (0, 1), 0.5 = typical) above which a frame is anomalous")
-    min_duration_s: float = Field(1.0, ge=0, le=600, description="the score must stay above the threshold this long")
+    threshold: float = Field(
+        0.99, ge=0, le=1, description="normalised score in (0, 1) (0.5 = typical; 0.99 = 4.6 std above) that counts as anomalous"
+    )
+    min_duration_s: float = Field(0.5, ge=0, le=600, description="the score must stay above the threshold this long")
     hysteresis: float = Field(0.1, ge=0, lt=1, description="an alert closes when the score falls below threshold - hysteresis")
 
 
@@ -50,6 +52,13 @@ class CameraConfig(Strict):
     fps: float = Field(5.0, gt=0, le=60, description="analysis frame rate (frames are dropped to reach it)")
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(5.0, gt=0, le=300)
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failed attempt")
+    backoff_max_s: float = Field(
+        3.0,
+        gt=0,
+        le=300,
+        description="cap of the reconnect delay (+-20% jitter): a camera is back within about this long after its server",
+    )
     credentials_env: str | None = Field(
         None,
         pattern=r"^[A-Z_][A-Z0-9_]*$",

@@ -9,7 +9,8 @@
 PyAV timeout traps, checked against a real GStreamer RTSP server and a server that accepts then stalls
 (tests/streaming/test_decode.py):
 - An open that stalls ends after `open_timeout_s` but PyAV reports `InvalidDataError`, not a timeout
-  (PyAV issue 584 was the open hanging forever); we classify by elapsed time.
+  (PyAV issue 584 was the open hanging forever); we classify by elapsed time. A server that completes the
+  RTSP handshake and then sends no media "opens" after the timeout with a 0x0 stream: also a timeout.
 - FFmpeg's own socket timeout (the rtsp `timeout` option, microseconds) cuts any longer PyAV open timeout short
   (issues 1155, 1243: "timeout capped at 20 s / 5 s"); we set it to the larger of the two timeouts so PyAV's
   interrupt callback decides.
@@ -25,7 +26,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
@@ -188,6 +189,12 @@ class PyAVStream(Stream):
             self._container.close()
             raise StreamOpenError(url, "no video stream")
         self._vstream = self._container.streams.video[0]
+        elapsed = time.monotonic() - started
+        if live and self._vstream.codec_context.width == 0 and elapsed >= 0.9 * open_timeout_s:
+            # the server answered the RTSP handshake but sent no media until the open timeout (issue 584's
+            # camera); PyAV then "opens" a stream of unknown size. A slow keyframe alone returns earlier.
+            self._container.close()
+            raise StreamTimeoutError(url, f"no media within the open timeout ({elapsed:.1f}s, open_timeout_s={open_timeout_s})")
         if not live:  # frame threading adds a few frames of latency: only for files, where throughput matters
             self._vstream.thread_type = "AUTO"
         rate = self._vstream.average_rate or self._vstream.guessed_rate

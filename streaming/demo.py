@@ -83,9 +83,9 @@ def build_demo_bundle(
     fps: float = 10.0,
     size: int = 64,
     window: int = 16,
-    channels: tuple[int, int, int] = (16, 32, 64),
+    channels: tuple[int, int, int] = (8, 16, 32),
     train_seconds: float = 180.0,
-    steps: int = 400,
+    steps: int = 200,
     batch_size: int = 8,
     lr: float = 1e-3,
     threads: int | None = 2,
@@ -119,7 +119,7 @@ def build_demo_bundle(
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == steps - 1:
-            logger.info("demo bundle: step %d/%d loss %.5f", step + 1, steps, float(loss))
+            logger.info("demo bundle: step %d/%d loss %.5f", step + 1, steps, loss.item())
     model.eval()
 
     held = _psnr(model, np.stack([frames[s : s + window] for s in hold]))
@@ -145,7 +145,7 @@ def build_demo_bundle(
             "seed": seed,
             "channels": list(channels),
             "steps": steps,
-            "final_loss": float(loss),
+            "final_loss": loss.item(),
             "test_frame_auc": auc,
             "train_seconds": train_seconds,
             "build_s": round(time.monotonic() - t0, 1),
@@ -160,7 +160,7 @@ def ensure_demo_bundle(path: str | Path, **kwargs) -> Path:
     path = Path(path)
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return path
-    logger.warning("no model bundle at %s: building the demo bundle (about a minute on 2 CPU cores)", path)
+    logger.warning("no model bundle at %s: building the demo bundle (about 20 s on 2 CPU cores)", path)
     return build_demo_bundle(path, **kwargs)
 
 
@@ -169,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=10.0, help="analysis frame rate of the demo camera")
     parser.add_argument("--size", type=int, default=64, help="input size (frames are size x size)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps")
+    parser.add_argument("--steps", type=int, default=200, help="training steps")
     parser.add_argument("--force", action="store_true", help="rebuild even when the bundle exists")
 
 

@@ -90,6 +90,7 @@ class ScorerService:
         self.alert_defaults = alerts if isinstance(alerts, AlertConfig) else AlertConfig.model_validate(alerts or {})
         self._alert_settings: dict[str, AlertConfig] = {}
         self._cams: dict[str, _Camera] = {}
+        self._latency_labels: set[str] = set()
         self._lock = threading.RLock()
         self.metrics = VadMetrics()
         self._scorer_metrics = self.metrics.scorer(name)
@@ -122,6 +123,8 @@ class ScorerService:
             cam = self._cams.pop(camera, None)
             self._alert_settings.pop(camera, None)
             self.scorer.forget(camera)
+            self.metrics.score_latency.remove(camera) if camera in self._latency_labels else None
+            self._latency_labels.discard(camera)
             if cam is not None:
                 for ev in cam.tracker.close(time.time(), reason="removed"):
                     self._persist(camera, cam, ev)
@@ -174,6 +177,7 @@ class ScorerService:
     def _after_scoring(self, r: ScoredWindow) -> None:
         now = time.time()
         hist = self.metrics.score_latency.labels(r.camera)
+        self._latency_labels.add(r.camera)
         with self._lock:
             if r.camera not in self._alert_settings and r.camera not in self._cams:
                 return  # removed while its window was being scored

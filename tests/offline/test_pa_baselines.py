@@ -75,5 +75,8 @@ def test_intruders_generated_or_from_a_folder(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((10, 20, 3), 255, np.uint8))
     loaded = load_intruders(tmp_path, size=8)
     assert loaded.shape == (1, 3, 8, 8) and torch.allclose(loaded, torch.ones(1))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
-        load_intruders(tmp_path / "a.png".replace("a.png", "") if False else tmp_path.parent / "nothing-here")
+        load_intruders(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_intruders(tmp_path / "missing")

@@ -192,15 +192,27 @@ class RtspServer:
 
 
 class StallServer:
-    """A TCP server on 127.0.0.1 that accepts connections and never sends a byte (until closed)."""
+    """A TCP server on 127.0.0.1 that stalls: it accepts connections and then sends nothing (until closed).
 
-    def __init__(self):
+    `handshake=True` first completes a plausible RTSP exchange (OPTIONS, DESCRIBE with an H.264 SDP, SETUP
+    interleaved over TCP, PLAY: 200 OK each) and then sends no media: the camera of PyAV issue 584 that
+    accepts a client but never streams.
+    """
+
+    SDP = (
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=stall\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:stream=0\r\n"
+    )
+
+    def __init__(self, handshake: bool = False):
+        self.handshake = handshake
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self.requests: list[str] = []  # RTSP methods seen (handshake mode)
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="stall-server", daemon=True)
@@ -211,11 +223,47 @@ class StallServer:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.sock], [], [], 0.1)
-            if ready:
-                conn, _ = self.sock.accept()
-                self._conns.append(conn)
-                self.accepted += 1
+            ready, _, _ = select.select([self.sock, *self._conns], [], [], 0.1)
+            for s in ready:
+                if s is self.sock:
+                    conn, _ = self.sock.accept()
+                    self._conns.append(conn)
+                    self.accepted += 1
+                elif self.handshake:
+                    self._answer(s)
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536).decode("latin-1")
+        except OSError:
+            data = ""
+        if not data:
+            self._conns.remove(conn)
+            conn.close()
+            return
+        for request in data.split("\r\n\r\n"):
+            lines = request.strip().split("\r\n")
+            if not lines or not lines[0]:
+                continue
+            method = lines[0].split(" ")[0]
+            self.requests.append(method)
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+            extra = ""
+            body = ""
+            if method == "OPTIONS":
+                extra = "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n"
+            elif method == "DESCRIBE":
+                body = self.SDP
+                extra = f"Content-Type: application/sdp\r\nContent-Base: {self.url()}/\r\n"
+            elif method == "SETUP":
+                extra = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 12345678;timeout=60\r\n"
+            elif method == "PLAY":
+                extra = "Session: 12345678\r\n"
+            reply = (
+                f"RTSP/1.0 200 OK\r\nCSeq: {headers.get('cseq', '0')}\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            )
+            conn.sendall(reply.encode("latin-1"))
 
     def close(self) -> None:
         self._stop.set()

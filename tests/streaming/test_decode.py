@@ -12,7 +12,6 @@ import pytest
 from streaming.decode import (
     IngestLoop,
     StreamEndedError,
-    StreamError,
     StreamOpenError,
     StreamTimeoutError,
     StreamURLError,
@@ -149,6 +148,10 @@ def test_demo_source_is_paced_and_matches_the_feed():
     for f in frames:
         np.testing.assert_array_equal(f.rgb, feed.frame(f.index))
     assert frames[-1].pts_s == pytest.approx(9 / 25)
+    # start later in the feed (e.g. just before its anomaly), without pacing
+    with open_stream("demo://lobby?seed=2&fps=25&size=64&start=100", realtime=False) as stream:
+        first = next(iter(stream))
+    np.testing.assert_array_equal(first.rgb, feed.frame(100))
 
 
 # ------------------------------------------------------------------------------------------------------ RTSP
@@ -167,6 +170,12 @@ def test_rtsp_reencoded_real_footage(rtsp_server):
     with open_stream(rtsp_server.url("vtest"), open_timeout_s=8, read_timeout_s=5) as stream:
         frames = [f for f, _ in zip(stream, range(5))]
     assert all(f.rgb.shape == (576, 768, 3) for f in frames)
+
+
+def test_transport_option_reaches_the_server(rtsp_server):
+    """The test server offers TCP only: asking for UDP is refused by the server (461), proving the option is sent."""
+    with pytest.raises(StreamOpenError, match="Protocol not supported"):
+        open_stream(rtsp_server.url("demo"), transport="udp", open_timeout_s=3)
 
 
 def test_connection_refused_is_an_open_error():
@@ -191,6 +200,17 @@ def test_open_timeout_fires_on_a_server_that_accepts_then_stalls(open_timeout_s)
         assert stall.accepted >= 1
     assert open_timeout_s * 0.9 <= elapsed <= open_timeout_s + 1.0
     assert "hunter2" not in str(info.value)
+
+
+def test_open_timeout_fires_when_the_rtsp_handshake_succeeds_but_no_media_comes():
+    """PyAV 584's camera: OPTIONS/DESCRIBE/SETUP/PLAY all answered, then silence."""
+    with StallServer(handshake=True) as stall:
+        t0 = time.monotonic()
+        with pytest.raises(StreamTimeoutError, match="no media within the open timeout"):
+            open_stream(stall.url(), open_timeout_s=1.0, read_timeout_s=1.0)
+        elapsed = time.monotonic() - t0
+        assert stall.requests[:4] == ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"]
+    assert 0.9 <= elapsed <= 2.0
 
 
 def test_read_timeout_fires_when_the_server_stalls_mid_stream(rtsp_server):
@@ -297,6 +317,25 @@ def test_consumer_refusing_windows_is_counted_not_blocking(tmp_path):
     loop.run()
     stats = loop.stats()
     assert stats["windows_dropped"] == 3 and stats["frames_dropped"] == 48 and stats["windows_emitted"] == 0
+
+
+def test_corrupt_packets_are_counted_and_decoding_goes_on(tmp_path):
+    from streaming.demo_feed import write_demo_video
+
+    path = tmp_path / "clip.mkv"
+    write_demo_video(path, seconds=4.0, fps=25, size=128)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for pos in rng.integers(len(data) // 4, 3 * len(data) // 4, 300):  # damage the middle of the file
+        data[pos] = rng.integers(0, 256)
+    bad = tmp_path / "damaged.mkv"
+    bad.write_bytes(bytes(data))
+    loop = IngestLoop("c", str(bad), {"fps": None, "size": 64, "loop_files": False, "realtime_files": False})
+    loop.run()
+    stats = loop.stats()
+    assert stats["corrupt_frames"] > 0
+    assert stats["frames_decoded"] > 25  # frames before and after the damage still arrive
+    assert stats["state"] == "stopped"
 
 
 def test_unusable_url_ends_in_error_state():

@@ -97,7 +97,6 @@ def test_write_demo_video_round_trip(tmp_path):
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and float(stream.average_rate) == pytest.approx(10)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        keyframes = None
     assert len(frames) == 30
     for i, f in enumerate(frames):
         mse = np.mean((f.astype(float) - feed.frame(i).astype(float)) ** 2)

@@ -1,0 +1,326 @@
+"""Fault-injection benchmark: run the fault suite's scenarios once each and print one table.
+
+    .venv/bin/python bench/faults.py [--only NAME ...] [--json out.json]
+
+Columns: scenario, faults injected, recovered (yes/no/held: a clean error state that keeps retrying),
+time to recover (s: from the end of the fault to frames flowing again), frames lost beyond the outage itself
+(analysis frames that the recovery delay cost, or frames missing from a damaged stream's readable part), and
+events lost (committed alert events missing afterwards). Uses the same injectors as tests/faults (a real
+GStreamer RTSP server on 127.0.0.1, a loopback stall/cut proxy, damaged files); nothing leaves loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from streaming.config import CameraConfig  # noqa: E402
+from streaming.decode import IngestLoop, IngestSettings  # noqa: E402
+from tests.faults.tools import media  # noqa: E402
+from tests.faults.tools.net import FaultProxy, closed_port  # noqa: E402
+from tests.faults.tools.watch import CAM_PASSWORD, CAM_USER, WRONG_PASSWORD, StateRecorder, find_secrets, wait_for  # noqa: E402
+from tests.streaming.rtsp_server import RtspServer  # noqa: E402
+
+ANALYSIS_FPS = 5.0
+OUTAGE_S = 10.0
+
+
+def settings_for(name: str, url: str, **overrides) -> IngestSettings:
+    """IngestSettings as the camera actor derives them from a default CameraConfig (64x64, 4-frame windows)."""
+    cfg = CameraConfig(name=name, url=url, fps=ANALYSIS_FPS, **overrides)
+    return IngestSettings(transport=cfg.transport, fps=cfg.fps, size=64, window=4, hop=4,
+                          open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
+                          backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s)
+
+
+class Media:
+    """Files every scenario serves, made once in a temporary folder."""
+
+    def __init__(self, root: Path):
+        from streaming.demo_feed import write_demo_video
+
+        self.clean = root / "clean.mkv"
+        write_demo_video(self.clean, 60.0, fps=25, size=256, seed=1, anomaly_every_s=None)
+        short = root / "short.mkv"
+        write_demo_video(short, 12.0, fps=25, size=256, seed=2, anomaly_every_s=None)
+        self.corrupt = root / "corrupt.mkv"
+        self.corrupt_counts = media.corrupt_h264(short, self.corrupt, fraction=0.3, seed=3)
+        self.truncated = root / "truncated.mkv"
+        media.truncate_file(short, self.truncated, 0.5)
+        self.resolution = root / "resolution.h264"
+        media.resolution_change_h264(self.resolution)
+
+
+def row(scenario: str, faults: str, recovered: str, recover_s: float | None, frames_lost: int | str,
+        events_lost: int | str = "n/a", note: str = "") -> dict:
+    return {"scenario": scenario, "faults": faults, "recovered": recovered,
+            "recover_s": None if recover_s is None else round(recover_s, 2),
+            "frames_lost": frames_lost, "events_lost": events_lost, "note": note}
+
+
+# ------------------------------------------------------------------------------------------------ scenarios
+def s1_server_restart(m: Media) -> dict:
+    victim = RtspServer({"cam": m.clean}).start()
+    other = RtspServer({"cam": m.clean}).start()
+    rec = StateRecorder()
+    gaps: list[float] = []
+    last = [time.monotonic()]
+
+    def on_b(_w) -> bool:
+        now = time.monotonic()
+        gaps.append(now - last[0])
+        last[0] = now
+        return True
+
+    a = IngestLoop("victim", victim.url("cam"), settings_for("victim", victim.url("cam")), on_state=rec).start()
+    b = IngestLoop("bystander", other.url("cam"), settings_for("bystander", other.url("cam")), on_window=on_b).start()
+    try:
+        rec.wait("streaming", 15)
+        wait_for(lambda: gaps, 15, "bystander windows")
+        gaps.clear()
+        r0 = a.counters.reconnects
+        t_kill = time.monotonic()
+        victim.stop()
+        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "outage", poll_s=0.2)
+        victim.start()
+        t_back = time.monotonic()
+        t_stream, _, _ = rec.wait("streaming", 60, after=t_back)
+        reconnects = a.counters.reconnects - r0
+    finally:
+        a.stop(), b.stop(), victim.stop(), other.stop()
+    recover = t_stream - t_back
+    ok = recover <= 5.0 and max(gaps) < 3.0
+    return row("1 RTSP server killed, back after 10 s", "server SIGTERM, 10 s outage", "yes" if ok else "no", recover,
+               int(round(recover * ANALYSIS_FPS)),
+               note=f"{reconnects} reconnect attempts, delays {rec.retry_delays()}; bystander max window gap {max(gaps):.2f}s")
+
+
+def s2_stall_open(m: Media) -> dict:
+    with FaultProxy(None) as stall:
+        rec = StateRecorder()
+        s = settings_for("stall0", stall.url("cam"), open_timeout_s=3.0, read_timeout_s=2.0)
+        t0 = time.monotonic()
+        loop = IngestLoop("stall0", stall.url("cam"), s, on_state=rec).start()
+        t_rc, _, _ = rec.wait("reconnecting", 10)
+        t_stop = time.monotonic()
+        stopped = loop.stop()
+        stop_s = time.monotonic() - t_stop
+    return row("2 stall before the first byte", "server accepts, sends nothing", "held" if stopped else "no",
+               None, "n/a", note=f"open timeout fired after {t_rc - t0:.2f}s (bound 3.0 s); stop() took {stop_s:.2f}s, "
+               f"thread ended: {stopped}")
+
+
+def s2_stall_midstream(m: Media) -> dict:
+    server = RtspServer({"cam": m.clean}).start()
+    proxy = FaultProxy(server.port)
+    rec = StateRecorder()
+    s = settings_for("stall1", proxy.url("cam"), open_timeout_s=3.0, read_timeout_s=2.0)
+    loop = IngestLoop("stall1", proxy.url("cam"), s, on_state=rec).start()
+    try:
+        rec.wait("streaming", 15)
+        wait_for(lambda: loop.counters.windows_emitted > 0, 10, "windows")
+        t_stall = time.monotonic()
+        proxy.stall()
+        t_rc, _, _ = rec.wait("reconnecting", 10, after=t_stall)
+        wait_for(lambda: time.monotonic() - t_stall >= 8.0, 9, "8 s stall", poll_s=0.2)
+        proxy.resume()
+        t_resume = time.monotonic()
+        t_stream, _, _ = rec.wait("streaming", 20, after=t_resume)
+    finally:
+        stopped = loop.stop()
+        proxy.close()
+        server.stop()
+    recover = t_stream - t_resume
+    return row("2 stall mid-stream (8 s)", "proxy stops forwarding", "yes" if stopped and recover <= 5 else "no", recover,
+               int(round(recover * ANALYSIS_FPS)),
+               note=f"read timeout (2.0 s) fired after {t_rc - t_stall:.2f}s; no thread left: {stopped}")
+
+
+def _run_until(loop: IngestLoop, seconds: float) -> None:
+    loop.start()
+    t0 = time.monotonic()
+    wait_for(lambda: time.monotonic() - t0 >= seconds, seconds + 1, "run", poll_s=0.2)
+
+
+def s3_corrupt_rtsp(m: Media) -> dict:
+    server = RtspServer({"bad": m.corrupt}).start()
+    rec = StateRecorder()
+    s = settings_for("corrupt", server.url("bad"))
+    s.fps = None
+    loop = IngestLoop("corrupt", server.url("bad"), s, on_state=rec)
+    try:
+        _run_until(loop, 10.0)
+        c = loop.stats()
+        alive = loop.running
+    finally:
+        loop.stop()
+        server.stop()
+    first = rec.wait("streaming", 0)[0]
+    return row("3 corrupt H.264 over RTSP", f"{m.corrupt_counts['flipped_bytes']} bytes flipped in "
+               f"{m.corrupt_counts['damaged_packets']}/{m.corrupt_counts['packets']} packets",
+               "yes" if alive and "error" not in rec.states() else "no", 0.0, "0 skipped",
+               note=f"{c['frames_decoded']} frames decoded (concealed), {c['corrupt_frames']} flagged corrupt; "
+               f"reconnects {c['reconnects']}")
+
+
+def s3_truncated(m: Media) -> dict:
+    readable = len(media.frame_shapes(m.truncated))
+    rec = StateRecorder()
+    s = settings_for("trunc", str(m.truncated))
+    s.fps, s.loop_files, s.realtime_files = None, False, False
+    loop = IngestLoop("trunc", str(m.truncated), s, on_state=rec)
+    loop.run()
+    lost = readable - loop.counters.frames_decoded
+    return row("3 truncated file", "file cut at 50 % mid-packet", "yes" if rec.states()[-1] == "stopped" else "no", 0.0,
+               lost, note=f"{loop.counters.frames_decoded}/{readable} readable frames decoded, ended cleanly")
+
+
+def s3_resolution(m: Media) -> dict:
+    shapes = media.frame_shapes(m.resolution)
+    s = settings_for("res", str(m.resolution))
+    s.fps, s.loop_files, s.realtime_files = None, False, False
+    seen = set()
+    loop = IngestLoop("res", str(m.resolution), s, on_window=lambda w: seen.add(w.frames.shape) or True)
+    loop.run()
+    return row("3 resolution change mid-stream", "320x240 -> 176x144 -> 320x240", "yes" if seen == {(4, 64, 64, 3)} else "no",
+               0.0, len(shapes) - loop.counters.frames_decoded, note=f"all frames resized to 64x64: {sorted(seen)}")
+
+
+def _held_error(name: str, url: str, faults: str, label: str, server: RtspServer | None = None) -> dict:
+    rec = StateRecorder()
+    records: list[str] = []
+
+    class H(logging.Handler):
+        def emit(self, r):
+            records.append(r.getMessage())
+
+    h = H()
+    logging.getLogger().addHandler(h)
+    loop = IngestLoop(name, url, settings_for(name, url), on_state=rec).start()
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 >= 10.0, 11, "10 s", poll_s=0.2)
+        stats = loop.stats()
+    finally:
+        loop.stop()
+        logging.getLogger().removeHandler(h)
+        if server:
+            server.stop()
+    leaked = find_secrets("\n".join(records + [rec.text(), repr(stats)]))
+    return row(label, faults, "held" if stats["state"] == "reconnecting" and not leaked else "no", None, "n/a",
+               note=f"{stats['reconnects']} attempts in 10 s (delays {rec.retry_delays()}); error: {stats['last_error']}; "
+               f"credentials leaked: {leaked or 'none'}")
+
+
+def s4_wrong_credentials(m: Media) -> dict:
+    server = RtspServer({"cam": m.clean}, user=f"{CAM_USER}:{CAM_PASSWORD}").start()
+    url = f"rtsp://{CAM_USER}:{WRONG_PASSWORD}@127.0.0.1:{server.port}/cam"
+    return _held_error("auth", url, "wrong password (RTSP basic auth)", "4 wrong credentials", server)
+
+
+def s4_unreachable(m: Media) -> dict:
+    url = f"rtsp://{CAM_USER}:{CAM_PASSWORD}@127.0.0.1:{closed_port()}/cam"
+    return _held_error("unreach", url, "connection refused (closed port)", "4 unreachable host")
+
+
+def s6_store_kill(m: Media) -> dict:
+    from tests.faults.test_event_store_crash import _run_writer
+
+    with tempfile.TemporaryDirectory() as d:
+        db = Path(d) / "events.db"
+        committed: dict[int, str] = {}
+        for i in range(3):
+            committed.update(_run_writer(db, f"cam{i}", 80, signal.SIGKILL))
+        with sqlite3.connect(db) as c:
+            ok = c.execute("PRAGMA integrity_check").fetchone()[0]
+            ids = {r[0] for r in c.execute("SELECT id FROM events")}
+    lost = len(set(committed) - ids)
+    return row("6 event writer SIGKILLed x3", "SIGKILL mid-write, 3 times", "yes" if ok == "ok" and not lost else "no",
+               None, "n/a", lost, note=f"{len(committed)} committed events checked; integrity_check: {ok}")
+
+
+def s8_bad_config(m: Media) -> dict:
+    import copy
+
+    import yaml
+
+    from offline.config import ConfigError
+    from streaming.config import load_service_config
+    from tests.faults.test_bad_config import CASES, SHIPPED
+
+    base = yaml.safe_load(SHIPPED.read_text())
+    named = 0
+    with tempfile.TemporaryDirectory() as d:
+        for case_id, mutate, field, _bad in CASES:
+            cfg = copy.deepcopy(base)
+            mutate(cfg)
+            p = Path(d) / f"{case_id}.yaml"
+            p.write_text(yaml.safe_dump(cfg))
+            try:
+                load_service_config(p)
+            except ConfigError as e:
+                named += field in str(e) and not find_secrets(str(e))
+    return row("8 malformed deploy/config.yaml", f"{len(CASES)} variants", "yes" if named == len(CASES) else "no", None,
+               "n/a", note=f"{named}/{len(CASES)} refused naming the field, no credential echoed")
+
+
+SCENARIOS: dict[str, Callable[[Media], dict]] = {
+    "server_restart": s1_server_restart,
+    "stall_open": s2_stall_open,
+    "stall_midstream": s2_stall_midstream,
+    "corrupt_rtsp": s3_corrupt_rtsp,
+    "truncated": s3_truncated,
+    "resolution": s3_resolution,
+    "wrong_credentials": s4_wrong_credentials,
+    "unreachable": s4_unreachable,
+    "store_kill": s6_store_kill,
+    "bad_config": s8_bad_config,
+}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| scenario | faults injected | recovered | time to recover (s) | frames lost beyond the outage | events lost | notes |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rs = "-" if r["recover_s"] is None else f"{r['recover_s']:.2f}"
+        lines.append(f"| {r['scenario']} | {r['faults']} | {r['recovered']} | {rs} | {r['frames_lost']} | "
+                     f"{r['events_lost']} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    names = args.only or list(SCENARIOS)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        m = Media(Path(d))
+        for name in names:
+            t0 = time.monotonic()
+            try:
+                r = SCENARIOS[name](m)
+            except Exception as e:  # noqa: BLE001 - a failed scenario is a "no" row, the others still run
+                r = row(name, "-", "no", None, "?", "?", note=f"scenario failed: {type(e).__name__}: {e}"[:300])
+            print(f"{name}: {time.monotonic() - t0:.1f}s {r['recovered']}", file=sys.stderr, flush=True)
+            rows.append(r)
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0 if all(r["recovered"] in ("yes", "held") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

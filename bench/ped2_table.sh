@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The Ped2 comparison (bench/RESULTS.md "Ped2 table"), one row per call: train -> export -> eval.
+# Usage: bench/ped2_table.sh ROW [ROW ...]   rows: ae spatial-pa patch skip-frame gaussian learned-noise
+#                                                  temporal temporal-nopa full
+# SCHEDULE=reduced (default, CPU): 64x64, window 16, train stride 8, 3 epochs, batch 8, half widths (48,64,128).
+# SCHEDULE=paper (GPU): 256x256, stride 1, 25 epochs, batch 24.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VAD=${VAD:-.venv/bin/vad}
+DATA=${DATA:-../shared/data/ped2}
+OUT=${OUT:-runs/ped2}
+if [[ "${SCHEDULE:-reduced}" == paper ]]; then
+  SCHED=(--set data.size=256 --set data.train_stride=1 --set train.epochs=25 --set train.batch_size=24)
+else
+  SCHED=(--set data.size=64 --set data.train_stride=8 --set train.epochs=3 --set train.batch_size=8
+         --set "model.channels=[48,64,128]")
+fi
+mkdir -p "$OUT/logs"
+
+train() {  # train NAME ARGS...
+  local name=$1; shift
+  "$VAD" train --data "$DATA" --out "$OUT/$name" --no-progress "${SCHED[@]}" "$@" >"$OUT/logs/$name.train.log" 2>&1
+}
+bundle_eval() {  # bundle_eval NAME EXPORT-ARGS...
+  local name=$1; shift
+  "$VAD" export --out "$OUT/bundles/$name" "$@" >"$OUT/logs/$name.export.log" 2>&1
+  "$VAD" eval --bundle "$OUT/bundles/$name" --data "$DATA" --out "$OUT/eval/$name" 2>&1 | tee "$OUT/logs/$name.eval.log" | tail -3
+}
+
+for row in "$@"; do
+  case $row in
+    ae)            train ae --target spatial --set pa.spatial=none; bundle_eval ae --spatial "$OUT/ae" ;;
+    spatial-pa)    train spatial-pa --target spatial --set pa.spatial=ldm --set pa.mask=object
+                   bundle_eval spatial-pa --spatial "$OUT/spatial-pa" ;;
+    patch)         train patch --target spatial --set pa.spatial=patch; bundle_eval patch --spatial "$OUT/patch" ;;
+    skip-frame)    train skip-frame --target spatial --set pa.spatial=skip_frame; bundle_eval skip-frame --spatial "$OUT/skip-frame" ;;
+    gaussian)      train gaussian --target spatial --set pa.spatial=gaussian --set pa.p_spatial=0.5
+                   bundle_eval gaussian --spatial "$OUT/gaussian" ;;
+    learned-noise) train learned-noise --target spatial --set pa.spatial=learned_noise --set pa.p_spatial=0.5
+                   bundle_eval learned-noise --spatial "$OUT/learned-noise" ;;
+    temporal)      train temporal --target temporal --set pa.temporal=flow_mixup ;;
+    temporal-nopa) train temporal-nopa --target temporal --set pa.temporal=none ;;
+    full)          train discriminator --target discriminator   # no CLIP weights here: records "off"
+                   bundle_eval full --spatial "$OUT/spatial-pa" --temporal "$OUT/temporal" --discriminator "$OUT/discriminator"
+                   bundle_eval ae-temporal-nopa --spatial "$OUT/ae" --temporal "$OUT/temporal-nopa" ;;
+    *) echo "unknown row $row" >&2; exit 2 ;;
+  esac
+  echo "row $row done: $(date -u +%FT%TZ)"
+done

@@ -1,0 +1,482 @@
+"""The control plane: a Ray Serve application (FastAPI ingress) that owns the scorer and camera actors.
+
+`serve run deploy/config.yaml` calls `build_app(args)`, which validates the args into a ServiceConfig before
+any actor starts. The replica then starts one scorer actor per device and one camera actor per camera
+(owned by the replica: they stop with it), and serves:
+
+  GET  /healthz                    200 when every scorer and camera actor answers, else 503 naming the dead
+  GET  /metrics                    Prometheus text (label `camera`, never the URL)
+  GET  /cameras, /cameras/{name}   status: state, fps in/scored, lag, drops, reconnects, last score, alert
+  POST /cameras                    add a camera (body: CameraConfig)       -> 201, 409 if the name exists
+  PUT  /cameras/{name}             replace its config (restarts its decoder unless only alert settings change)
+  PATCH /cameras/{name}            change some fields
+  DELETE /cameras/{name}           stop and remove it (its open alert closes with reason "removed")
+  GET  /events?camera=&since=&until=&min_score=&status=&limit=     events, newest first
+  GET  /events/{id}, /events/{id}/snapshot (image/jpeg)
+  GET  /scorers                    batching and utilisation per scorer
+
+Every route but /healthz needs `Authorization: Bearer <token>` when a token is configured. Request errors
+are 422 with one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`).
+"""
+
+
+import hmac
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from ray import serve
+
+from streaming.camera_actor import CameraActor
+from streaming.config import CameraConfig, ServiceConfig, parse_service_config, scrub
+from streaming.metrics import SnapshotCollector, VadMetrics
+from streaming.scorer_actor import ScorerService
+
+logger = logging.getLogger(__name__)
+
+ACTOR_FAMILIES = (  # histograms observed inside the actors; the app's own copies stay out of /metrics
+    "vad_decode_latency_seconds",
+    "vad_score_latency_seconds",
+    "vad_scorer_batch_size",
+    "vad_scorer_batch_duration_seconds",
+)
+ALERT_FIELDS = {"threshold", "min_duration_s", "hysteresis"}
+CALL_TIMEOUT_S = 10.0
+
+
+def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
+    """Make the bundle and events paths absolute against `base` (actors may run in another directory)."""
+    bundle = cfg.scorer.bundle if cfg.scorer.bundle.is_absolute() else base / cfg.scorer.bundle
+    events = cfg.events.path if cfg.events.path.is_absolute() else base / cfg.events.path
+    return cfg.model_copy(
+        update={
+            "scorer": cfg.scorer.model_copy(update={"bundle": bundle}),
+            "events": cfg.events.model_copy(update={"path": events}),
+        }
+    )
+
+
+def _devices(cfg: ServiceConfig) -> list[str]:
+    if cfg.scorer.devices != "auto":
+        return list(cfg.scorer.devices)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
+
+
+class Fleet:
+    """Starts, tracks and stops the scorer and camera actors; gathers their status and metrics."""
+
+    def __init__(self, cfg: ServiceConfig):
+        self.cfg = cfg
+        self._lock = threading.RLock()
+        self.cameras: dict[str, CameraConfig] = {}
+        self.camera_actors: dict[str, Any] = {}
+        self.camera_scorer: dict[str, int] = {}
+        self.scorers: list[tuple[str, Any]] = []
+        s = cfg.scorer
+        for device in _devices(cfg):
+            gpu = device.startswith("cuda")
+            opts: dict[str, Any] = {"max_concurrency": 8, "num_cpus": 0.1 if gpu else s.num_cpus}
+            if gpu:
+                opts["num_gpus"] = 1
+            actor = ray.remote(ScorerService).options(**opts).remote(
+                name=device,
+                device="cuda:0" if gpu else "cpu",  # Ray gives each GPU scorer its own CUDA_VISIBLE_DEVICES
+                bundle=str(s.bundle),
+                events=cfg.events.model_dump(mode="json"),
+                alerts=cfg.alerts.model_dump(),
+                max_batch=s.max_batch,
+                max_wait_ms=s.max_wait_ms,
+                max_pending=s.max_pending_per_camera,
+                torch_threads=s.torch_threads,
+            )
+            self.scorers.append((device, actor))
+        self.model_input = ray.get(self.scorers[0][1].model_input.remote(), timeout=300)
+        closed = ray.get(self.scorers[0][1].close_dangling.remote(), timeout=60)
+        if closed:
+            logger.warning("closed %d event(s) left open by a previous run", closed)
+        self.metrics = VadMetrics()
+        self.collector = SnapshotCollector()
+        self._registry_lock = threading.Lock()
+        self._alerts_seen: dict[str, int] = {}
+        for cam in cfg.cameras:
+            self.add(cam)
+
+    # ---------------------------------------------------------------------------------------- cameras
+    def _pick_scorer(self) -> int:
+        load = [0] * len(self.scorers)
+        for i in self.camera_scorer.values():
+            load[i] += 1
+        return min(range(len(load)), key=load.__getitem__)
+
+    def add(self, cam: CameraConfig) -> None:
+        with self._lock:
+            if cam.name in self.cameras:
+                raise KeyError(cam.name)
+            i = self._pick_scorer()
+            scorer = self.scorers[i][1]
+            ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()), timeout=CALL_TIMEOUT_S)
+            actor = ray.remote(CameraActor).options(
+                num_cpus=self.cfg.camera_num_cpus, max_concurrency=4, scheduling_strategy="SPREAD"
+            ).remote(cam.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows)
+            self.cameras[cam.name] = cam
+            self.camera_actors[cam.name] = actor
+            self.camera_scorer[cam.name] = i
+            logger.info("camera %s added (%s, scorer %s)", cam.name, scrub(cam.url), self.scorers[i][0])
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            cam = self.cameras.pop(name)
+            actor = self.camera_actors.pop(name)
+            i = self.camera_scorer.pop(name)
+            try:
+                ray.get(actor.stop.remote(), timeout=cam.read_timeout_s + 5)
+            except Exception:  # noqa: BLE001 - a dead actor is removed all the same
+                logger.warning("camera %s did not stop cleanly; killing its actor", name)
+            ray.kill(actor)
+            ray.get(self.scorers[i][1].remove_camera.remote(name), timeout=CALL_TIMEOUT_S)
+            self.metrics.remove_camera(name)
+            self._alerts_seen.pop(name, None)
+            self.collector.remove(f"camera:{name}")
+            logger.info("camera %s removed", name)
+
+    def update(self, cam: CameraConfig) -> str:
+        """Apply a new config; returns "alerts" (live change) or "restarted"."""
+        with self._lock:
+            old = self.cameras[cam.name]
+            changed = {k for k, v in cam.model_dump().items() if old.model_dump()[k] != v}
+            if changed <= ALERT_FIELDS:
+                scorer = self.scorers[self.camera_scorer[cam.name]][1]
+                ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()), timeout=CALL_TIMEOUT_S)
+                self.cameras[cam.name] = cam
+                return "alerts"
+            self.remove(cam.name)
+            self.add(cam)
+            return "restarted"
+
+    # ----------------------------------------------------------------------------------------- status
+    def _gather(self, refs: dict[str, Any]) -> dict[str, Any]:
+        """ray.get each ref with a timeout; an exception object stands in for a dead or hung actor."""
+        out: dict[str, Any] = {}
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        for key, ref in refs.items():
+            try:
+                out[key] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001
+                out[key] = exc
+        return out
+
+    def scorer_stats(self) -> dict[str, Any]:
+        return self._gather({name: a.stats.remote() for name, a in self.scorers})
+
+    def camera_stats(self) -> dict[str, Any]:
+        with self._lock:
+            actors = dict(self.camera_actors)
+        return self._gather({n: a.stats.remote() for n, a in actors.items()})
+
+    def status(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        scorers = self.scorer_stats()
+        cams = self.camera_stats()
+        out = []
+        with self._lock:
+            items = [(n, self.cameras[n], self.camera_scorer[n]) for n in (names or sorted(self.cameras)) if n in self.cameras]
+        for name, cfg, i in items:
+            c = cams.get(name)
+            sc = scorers.get(self.scorers[i][0])
+            s = sc["cameras"].get(name, {}) if isinstance(sc, dict) else {}
+            alive = isinstance(c, dict)
+            entry: dict[str, Any] = {
+                "name": name,
+                "url": scrub(cfg.url),
+                "scorer": self.scorers[i][0],
+                "actor_alive": alive,
+                "state": c["state"] if alive else "error",
+                "fps_target": cfg.fps,
+                "fps_in": c["fps_in"] if alive else 0.0,
+                "fps_scored": s.get("fps_scored", 0.0),
+                "lag_s": s.get("lag_s"),
+                "latency_s": s.get("latency_s"),
+                "frames_decoded": c["frames_decoded"] if alive else None,
+                "frames_scored": s.get("frames_scored", 0),
+                "windows_scored": s.get("windows_scored", 0),
+                "windows_dropped": (c["windows_dropped"] if alive else 0) + s.get("windows_dropped", 0),
+                "frames_dropped": (c["frames_dropped"] if alive else 0) + s.get("frames_dropped", 0),
+                "corrupt_frames": c["corrupt_frames"] if alive else None,
+                "reconnects": c["reconnects"] if alive else None,
+                "last_score": s.get("last_score"),
+                "warm": s.get("warm", False),
+                "warming_up": not s.get("warm", False),
+                "alert_open": s.get("alert_open", False),
+                "event_id": s.get("event_id"),
+                "events_opened": s.get("events_opened", 0),
+                "queue_depth": s.get("queue_depth", 0),
+                "last_error": (c["last_error"] or c.get("last_scorer_error")) if alive else scrub(str(c))[:300],
+                "node_ip": c.get("node_ip") if alive else None,
+                "node_id": c.get("node_id") if alive else None,
+            }
+            out.append(entry)
+        return out
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        with self._lock:
+            cams = dict(self.camera_actors)
+        pings = self._gather({f"scorer:{n}": a.ping.remote() for n, a in self.scorers}
+                             | {f"camera:{n}": a.ping.remote() for n, a in cams.items()})
+        dead = {k: scrub(f"{type(v).__name__}: {v}")[:300] for k, v in pings.items() if isinstance(v, Exception)}
+        return not dead, {"ok": not dead, "scorers": len(self.scorers), "cameras": len(cams), "dead": dead}
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """Pull totals and histograms from every actor into one Prometheus exposition."""
+        with self._lock:
+            cams = dict(self.camera_actors)
+        fam_refs = {f"scorer:{n}": a.metric_families.remote() for n, a in self.scorers}
+        fam_refs |= {f"camera:{n}": a.metric_families.remote() for n, a in cams.items()}
+        families = self._gather(fam_refs)
+        status = {s["name"]: s for s in self.status(sorted(cams))}
+        scorers = self.scorer_stats()
+        with self._registry_lock:
+            m = self.metrics
+            for name, s in status.items():
+                cm = m.camera(name)
+                cm.set_state(s["state"] if s["state"] in ("connecting", "streaming", "reconnecting", "error", "stopped") else "error")
+                totals = {"frames_scored": s["frames_scored"], "frames_dropped": s["frames_dropped"]}
+                if s["actor_alive"]:
+                    totals |= {"frames_decoded": s["frames_decoded"], "corrupt_frames": s["corrupt_frames"],
+                               "reconnects": s["reconnects"]}
+                cm.sync_totals(**totals)
+                if s["last_score"] is not None:
+                    cm.observe_score(s["last_score"], s["warm"])
+                cm.alert_active.set(1.0 if s["alert_open"] else 0.0)
+                opened = s["events_opened"] - self._alerts_seen.get(name, 0)
+                if opened > 0:  # alerts that opened (and maybe closed) since the last scrape
+                    cm.alerts.inc(opened)
+                self._alerts_seen[name] = s["events_opened"]
+                cm.queue_depth.set(s["queue_depth"])
+                if s["lag_s"] is not None:
+                    cm.lag.set(s["lag_s"])
+            for name, st in scorers.items():
+                sm = m.scorer(name)
+                ok = isinstance(st, dict)
+                sm.up.set(1.0 if ok and st["alive"] else 0.0)
+                if ok:
+                    sm.set_busy(st["busy_ratio"])
+                    sm.queue_depth.set(st["queue_depth"])
+            self.collector.update("app", [f for f in m.snapshot() if f.name not in ACTOR_FAMILIES])
+            for source, fams in families.items():
+                if isinstance(fams, list):
+                    self.collector.update(source, fams)
+            from prometheus_client import CollectorRegistry, generate_latest
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+            registry = CollectorRegistry()
+            registry.register(self.collector)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+
+    def event_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Read events through the first scorer that answers (they share one SQLite file)."""
+        last: Exception | None = None
+        for _, actor in self.scorers:
+            try:
+                return ray.get(getattr(actor, method).remote(*args, **kwargs), timeout=CALL_TIMEOUT_S)
+            except ValueError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try the next scorer
+                last = exc
+        raise HTTPException(503, f"no scorer answered the events query: {type(last).__name__}")
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for name in list(self.cameras):
+                try:
+                    self.remove(name)
+                except Exception:  # noqa: BLE001
+                    logger.exception("camera %s: removal at shutdown failed", name)
+            for _, actor in self.scorers:
+                try:
+                    ray.get(actor.stop.remote(), timeout=30)
+                except Exception:  # noqa: BLE001
+                    pass
+                ray.kill(actor)
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+api = FastAPI(title="vad streaming service", description="Real-time video anomaly detection: cameras, scores, events")
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for err in exc.errors():
+        value = err.get("input")
+        errors.append(
+            {
+                "field": ".".join(str(p) for p in err["loc"]),
+                "message": scrub(str(err["msg"]).removeprefix("Value error, ")),
+                "value": None if isinstance(value, (dict, list)) else scrub(repr(value)),
+            }
+        )
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+def _validation_response(exc: ValidationError, prefix: str) -> JSONResponse:
+    errors = [
+        {"field": prefix + ".".join(str(p) for p in e["loc"]), "message": scrub(e["msg"].removeprefix("Value error, "))}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": "; ".join(f"{e['field']}: {e['message']}" for e in errors), "errors": errors}, 422)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
+@serve.ingress(api)
+class ControlPlane:
+    """The Serve deployment: one replica holding the Fleet."""
+
+    def __init__(self, config: dict):
+        cfg = parse_service_config(config, "service config")
+        self.token = cfg.http.resolve_token()
+        if cfg.scorer.build_demo_bundle:
+            from streaming.demo import ensure_demo_bundle
+
+            ensure_demo_bundle(cfg.scorer.bundle)
+        self.fleet = Fleet(cfg)
+
+    def _auth(self, request: Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token (header Authorization)", {"WWW-Authenticate": "Bearer"})
+
+    def _camera(self, name: str) -> CameraConfig:
+        cam = self.fleet.cameras.get(name)
+        if cam is None:
+            raise HTTPException(404, f"no camera named {name!r}; cameras: {sorted(self.fleet.cameras)}")
+        return cam
+
+    @api.get("/healthz")
+    def healthz(self) -> JSONResponse:
+        ok, body = self.fleet.health()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @api.get("/metrics")
+    def metrics(self, request: Request) -> Response:
+        self._auth(request)
+        body, ctype = self.fleet.render_metrics()
+        return Response(body, media_type=ctype)
+
+    @api.get("/cameras")
+    def list_cameras(self, request: Request) -> list[dict]:
+        self._auth(request)
+        return self.fleet.status()
+
+    @api.get("/cameras/{name}")
+    def get_camera(self, name: str, request: Request) -> dict:
+        self._auth(request)
+        self._camera(name)
+        return {**self.fleet.status([name])[0], "config": self.fleet.cameras[name].public()}
+
+    @api.post("/cameras", status_code=201)
+    def add_camera(self, cam: CameraConfig, request: Request) -> dict:
+        self._auth(request)
+        try:
+            self.fleet.add(cam)
+        except KeyError:
+            raise HTTPException(409, f"body.name: a camera named {cam.name!r} already exists") from None
+        return self.fleet.status([cam.name])[0]
+
+    @api.put("/cameras/{name}")
+    def replace_camera(self, name: str, cam: CameraConfig, request: Request) -> dict:
+        self._auth(request)
+        self._camera(name)
+        if cam.name != name:
+            raise HTTPException(422, f"body.name: {cam.name!r} differs from the path's camera {name!r} (rename = delete + add)")
+        how = self.fleet.update(cam)
+        return {**self.fleet.status([name])[0], "applied": how}
+
+    @api.patch("/cameras/{name}")
+    def patch_camera(self, name: str, changes: dict, request: Request) -> Any:
+        self._auth(request)
+        old = self._camera(name)
+        if "name" in changes and changes["name"] != name:
+            raise HTTPException(422, f"body.name: cannot rename {name!r} (delete + add)")
+        try:
+            cam = CameraConfig.model_validate({**old.model_dump(), **changes})
+        except ValidationError as exc:
+            return _validation_response(exc, "body.")
+        how = self.fleet.update(cam)
+        return {**self.fleet.status([name])[0], "applied": how}
+
+    @api.delete("/cameras/{name}", status_code=204)
+    def delete_camera(self, name: str, request: Request) -> Response:
+        self._auth(request)
+        self._camera(name)
+        self.fleet.remove(name)
+        return Response(status_code=204)
+
+    @api.get("/scorers")
+    def scorers(self, request: Request) -> dict:
+        self._auth(request)
+        return {k: (v if isinstance(v, dict) else {"alive": False, "error": str(v)[:300]}) for k, v in self.fleet.scorer_stats().items()}
+
+    @api.get("/events")
+    def events(
+        self,
+        request: Request,
+        camera: str | None = None,
+        since: float | None = Query(None, description="epoch seconds: events still going at or after this"),
+        until: float | None = Query(None, description="epoch seconds: events started at or before this"),
+        min_score: float | None = Query(None, ge=0, le=1),
+        status: Literal["open", "closed"] | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> list[dict]:
+        self._auth(request)
+        if since is not None and until is not None and since > until:
+            raise HTTPException(422, f"query.since ({since}) must not be after query.until ({until})")
+        return self.fleet.event_call(
+            "list_events", camera=camera, since=since, until=until, min_score=min_score, status=status, limit=limit
+        )
+
+    @api.get("/events/{event_id}")
+    def event(self, event_id: int, request: Request) -> dict:
+        self._auth(request)
+        ev = self.fleet.event_call("get_event", event_id)
+        if ev is None:
+            raise HTTPException(404, f"no event {event_id}")
+        return ev
+
+    @api.get("/events/{event_id}/snapshot")
+    def snapshot(self, event_id: int, request: Request) -> Response:
+        self._auth(request)
+        jpeg = self.fleet.event_call("get_snapshot", event_id)
+        if jpeg is None:
+            raise HTTPException(404, f"event {event_id} has no snapshot (or does not exist)")
+        return Response(jpeg, media_type="image/jpeg")
+
+    def __del__(self) -> None:
+        fleet = getattr(self, "fleet", None)
+        if fleet is not None:
+            try:
+                fleet.shutdown()
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+
+
+def build_app(args: dict) -> serve.Application:
+    """`serve run` entry point: validate the args (errors name the field), resolve paths, bind the deployment."""
+    cfg = parse_service_config(args, "serve config", "args.")
+    base = Path(os.environ.get("VAD_HOME", os.getcwd()))
+    cfg = resolve_paths(cfg, base)
+    data = dict(args)
+    data["scorer"] = {**dict(args.get("scorer") or {}), "bundle": str(cfg.scorer.bundle)}
+    data["events"] = {**dict(args.get("events") or {}), "path": str(cfg.events.path)}
+    return ControlPlane.bind(data)
