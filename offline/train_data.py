@@ -51,8 +51,29 @@ def holdout_split(num_frames: int, fraction: float, window: int) -> int:
     return max(0, num_frames - tail) if num_frames - tail >= window else num_frames
 
 
+def gray255(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, H, W) float luma in [0, 255], the flow package's conversion (as at inference)."""
+    from offline.flow import to_gray255
+
+    f = torch.from_numpy(frames).float().div(127.5).sub(1.0)
+    return to_gray255(f, channel_dim=-1)
+
+
+def add_flow(data: ClipData, flow_estimator, batch: int = 16) -> ClipData:
+    """Raw flow of every consecutive frame pair, stored as float16: (N - 1, 2, H, W)."""
+    g = gray255(data.frames)
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(g) - 1, batch):
+            j = min(i + batch, len(g) - 1)
+            parts.append(flow_estimator(g[i:j], g[i + 1 : j + 1]).float().cpu().numpy().astype(np.float16))
+    data.flow = np.concatenate(parts)
+    return data
+
+
 def load_clips(
-    clips: list[Clip], size: int, *, masks: str | None = None, flow_estimator=None, batch: int = 16, desc: str = "decode"
+    clips: list[Clip], size: int, *, masks: str | None = None, flow_estimator=None, progress: bool = True,
+    desc: str = "decode",
 ) -> list[ClipData]:
     """Decode clips at `size`; masks "object" (motion masks) / "random" (None stored) / None; flow when an
     estimator `est(f0 (B, H, W), f1) -> (B, 2, H, W)` is given."""
@@ -60,22 +81,15 @@ def load_clips(
     from offline.pa.masks import motion_masks
 
     out = []
-    for clip in tqdm(clips, desc=desc, unit="clip", leave=False):
+    for clip in tqdm(clips, desc=desc, unit="clip", leave=False, disable=not progress):
         frames = np.stack(list(read_frames(clip, size=size)))
         if (frames[..., :1] == frames[..., 1:]).all():
             frames = np.ascontiguousarray(frames[..., :1])
-        gray = frames.astype(np.float32).mean(axis=-1)
         data = ClipData(clip, frames)
         if masks == "object":
-            data.masks = motion_masks(gray)
+            data.masks = motion_masks(gray255(frames))
         if flow_estimator is not None:
-            g = torch.from_numpy(gray)
-            parts = []
-            with torch.no_grad():
-                for i in range(0, len(g) - 1, batch):
-                    j = min(i + batch, len(g) - 1)
-                    parts.append(flow_estimator(g[i:j], g[i + 1 : j + 1]).float().cpu().numpy().astype(np.float16))
-            data.flow = np.concatenate(parts)
+            add_flow(data, flow_estimator)
         out.append(data)
     return out
 

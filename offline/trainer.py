@@ -152,7 +152,7 @@ def load_intruders(cfg: Config, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "train", data=None):
+def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "train", data=None, progress: bool = True):
     """The TrainWindows of the run's target (spatial or temporal) with its PA sampler; `data` reuses decoded clips."""
     from offline.datasets import open_from_config
     from offline.pa_sampler import SpatialPA, TemporalPA
@@ -169,7 +169,12 @@ def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "tr
     need_masks = (target == "spatial" and cfg.pa.spatial == "ldm") or (target == "temporal" and cfg.pa.temporal != "none")
     masks = cfg.pa.mask if need_masks else None
     if data is None:
-        data = load_clips(clips, cfg.data.size, masks=masks, flow_estimator=est, desc=f"decode ({target})")
+        data = load_clips(clips, cfg.data.size, masks=masks, flow_estimator=est, progress=progress,
+                          desc=f"decode + flow ({target})" if est is not None else f"decode ({target})")
+    elif target == "temporal" and any(d.flow is None for d in data):
+        from offline.train_data import add_flow
+
+        data = [add_flow(d, est) if d.flow is None else d for d in data]
     spatial = temporal = None
     if part == "train" and target == "spatial" and cfg.pa.spatial != "none":
         inpainter = intruders = None
@@ -289,7 +294,7 @@ def train_autoencoder(
     cuda = info.device.type == "cuda"
     amp = cuda and tc.amp
 
-    windows, _ = build_windows(cfg, info.device, data=data)
+    windows, _ = build_windows(cfg, info.device, data=data, progress=progress and info.is_main)
     holdout, _ = build_windows(cfg, info.device, part="holdout", data=windows.data)
     if len(windows) == 0:
         raise ValueError(f"no training windows: clips shorter than data.window={cfg.data.window} after the holdout")

@@ -124,6 +124,12 @@ class AlertTracker:
                 self._low_since = None
         return events
 
+    def resume(self, start_s: float, peak_score: float, peak_frame: int, peak_s: float) -> None:
+        """Continue an alert that a previous incarnation opened (scorer restarted): open, no new `opened` event."""
+        self._reset()
+        self.state, self._start_s = "open", float(start_s)
+        self._peak = (float(peak_score), int(peak_frame), float(peak_s))
+
     def close(self, wall_s: float, reason: str = "stopped") -> list[AlertEvent]:
         """Close an open alert now (camera removed, service stopping); a pending one is dropped."""
         events = [self._event("closed", end_s=wall_s, reason=reason)] if self.state == "open" else []

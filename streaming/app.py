@@ -50,6 +50,7 @@ ACTOR_FAMILIES = (  # histograms observed inside the actors; the app's own copie
 )
 ALERT_FIELDS = {"threshold", "min_duration_s", "hysteresis"}
 CALL_TIMEOUT_S = 10.0
+HEALTH_TIMEOUT_S = 2.0  # a restarting actor queues calls: answer 503 while it is away instead of waiting for it
 
 
 def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
@@ -84,7 +85,8 @@ class Fleet:
         s = cfg.scorer
         for device in _devices(cfg):
             gpu = device.startswith("cuda")
-            opts: dict[str, Any] = {"max_concurrency": 8, "num_cpus": 0.1 if gpu else s.num_cpus}
+            # max_restarts: a killed or crashed scorer comes back (same args); `_watch` re-registers its cameras
+            opts: dict[str, Any] = {"max_concurrency": 8, "num_cpus": 0.1 if gpu else s.num_cpus, "max_restarts": -1}
             if gpu:
                 opts["num_gpus"] = 1
             actor = ray.remote(ScorerService).options(**opts).remote(
@@ -109,6 +111,23 @@ class Fleet:
         self._alerts_seen: dict[str, int] = {}
         for cam in cfg.cameras:
             self.add(cam)
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="fleet-watch", daemon=True).start()
+
+    def _watch(self, every_s: float = 1.0) -> None:
+        """Give a restarted scorer back its cameras' alert settings (a fresh incarnation knows none)."""
+        while not self._stop.wait(every_s):
+            for i, (_, scorer) in enumerate(self.scorers):
+                try:
+                    known = set(ray.get(scorer.registered.remote(), timeout=2.0))
+                    with self._lock:
+                        missing = [self.cameras[n] for n, j in self.camera_scorer.items() if j == i and n not in known]
+                    for cam in missing:
+                        ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()),
+                                timeout=2.0)
+                        logger.warning("scorer %s restarted: camera %s registered again", self.scorers[i][0], cam.name)
+                except Exception:  # noqa: BLE001 - a scorer still down: /healthz reports it, retry next round
+                    continue
 
     # ---------------------------------------------------------------------------------------- cameras
     def _pick_scorer(self) -> int:
@@ -163,10 +182,10 @@ class Fleet:
             return "restarted"
 
     # ----------------------------------------------------------------------------------------- status
-    def _gather(self, refs: dict[str, Any]) -> dict[str, Any]:
+    def _gather(self, refs: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
         """ray.get each ref with a timeout; an exception object stands in for a dead or hung actor."""
         out: dict[str, Any] = {}
-        deadline = time.monotonic() + CALL_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         for key, ref in refs.items():
             try:
                 out[key] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
@@ -229,7 +248,7 @@ class Fleet:
         with self._lock:
             cams = dict(self.camera_actors)
         pings = self._gather({f"scorer:{n}": a.ping.remote() for n, a in self.scorers}
-                             | {f"camera:{n}": a.ping.remote() for n, a in cams.items()})
+                             | {f"camera:{n}": a.ping.remote() for n, a in cams.items()}, timeout_s=HEALTH_TIMEOUT_S)
         dead = {k: scrub(f"{type(v).__name__}: {v}")[:300] for k, v in pings.items() if isinstance(v, Exception)}
         return not dead, {"ok": not dead, "scorers": len(self.scorers), "cameras": len(cams), "dead": dead}
 
@@ -293,6 +312,7 @@ class Fleet:
         raise HTTPException(503, f"no scorer answered the events query: {type(last).__name__}")
 
     def shutdown(self) -> None:
+        self._stop.set()
         with self._lock:
             for name in list(self.cameras):
                 try:
@@ -309,6 +329,18 @@ class Fleet:
 
 # ------------------------------------------------------------------------------------------------ HTTP
 api = FastAPI(title="vad streaming service", description="Real-time video anomaly detection: cameras, scores, events")
+
+
+MAX_BODY_BYTES = 64 * 1024  # a camera config is well under 1 KiB
+
+
+@api.middleware("http")
+async def _limit_body(request: Request, call_next):
+    """Refuse oversized request bodies (413) before anything parses them."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        return JSONResponse({"detail": f"request body too large ({length} bytes; limit {MAX_BODY_BYTES})"}, 413)
+    return await call_next(request)
 
 
 @api.exception_handler(RequestValidationError)

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # The histograms this actor reports (its counters and gauges travel as totals in `stats()`).
 SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds")
 BUSY_WINDOW_S = 10.0
+RESUME_GAP_S = 60.0  # a restarted scorer resumes a camera's open alert last updated at most this long ago
 
 
 @dataclass
@@ -90,6 +91,7 @@ class ScorerService:
         self.alert_defaults = alerts if isinstance(alerts, AlertConfig) else AlertConfig.model_validate(alerts or {})
         self._alert_settings: dict[str, AlertConfig] = {}
         self._cams: dict[str, _Camera] = {}
+        self._removed: set[str] = set()
         self._latency_labels: set[str] = set()
         self._lock = threading.RLock()
         self.metrics = VadMetrics()
@@ -110,6 +112,7 @@ class ScorerService:
             alerts.model_dump() if isinstance(alerts, AlertConfig) else alerts
         )
         with self._lock:
+            self._removed.discard(camera)
             self._alert_settings[camera] = settings
             cam = self._cams.get(camera)
             if cam is not None:
@@ -120,11 +123,13 @@ class ScorerService:
         """Forget a camera: close its open alert (reason "removed"), its queue and its normaliser."""
         self.queue.discard(camera)
         with self._lock:
+            self._removed.add(camera)
             cam = self._cams.pop(camera, None)
             self._alert_settings.pop(camera, None)
             self.scorer.forget(camera)
-            self.metrics.score_latency.remove(camera) if camera in self._latency_labels else None
-            self._latency_labels.discard(camera)
+            if camera in self._latency_labels:
+                self._latency_labels.discard(camera)
+                self.metrics.score_latency.remove(camera)
             if cam is not None:
                 for ev in cam.tracker.close(time.time(), reason="removed"):
                     self._persist(camera, cam, ev)
@@ -134,7 +139,19 @@ class ScorerService:
         if cam is None:
             a = self._alert_settings.get(name, self.alert_defaults)
             cam = self._cams[name] = _Camera(AlertTracker(a.threshold, a.min_duration_s, a.hysteresis, camera=name))
+            self._resume_open_event(name, cam)
         return cam
+
+    def _resume_open_event(self, name: str, cam: _Camera) -> None:
+        """After a scorer restart: adopt the camera's open event if it was updated within RESUME_GAP_S (the alert
+        goes on, no duplicate), else close it at its last update (reason "restart"): an open alert is never lost."""
+        for ev in self.store.list_events(camera=name, status="open", limit=10):
+            if cam.event_id is None and time.time() - ev.updated_s <= RESUME_GAP_S:
+                cam.event_id = ev.id
+                cam.tracker.resume(ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s)
+                logger.warning("camera %s: resumed open alert (event %d) after a scorer restart", name, ev.id)
+            else:
+                self.store.close_event(ev.id, ev.updated_s, "restart")
 
     # ------------------------------------------------------------------------------------------- intake
     def submit(self, window: Any) -> bool:
@@ -179,8 +196,8 @@ class ScorerService:
         hist = self.metrics.score_latency.labels(r.camera)
         self._latency_labels.add(r.camera)
         with self._lock:
-            if r.camera not in self._alert_settings and r.camera not in self._cams:
-                return  # removed while its window was being scored
+            if r.camera in self._removed:
+                return  # removed while its window was being scored (a restarted scorer knows no camera yet)
             cam = self._camera(r.camera)
             for t in range(len(r.score)):
                 wall = float(r.wall_s[t])
@@ -284,6 +301,11 @@ class ScorerService:
             "input": {"size": self.detector.size, "window": self.detector.window},
             "cameras": cameras,
         }
+
+    def registered(self) -> list[str]:
+        """Cameras registered with `set_camera` (empty after a restart until the control plane re-registers)."""
+        with self._lock:
+            return sorted(self._alert_settings)
 
     def model_input(self) -> dict[str, int]:
         return {"size": self.detector.size, "window": self.detector.window}

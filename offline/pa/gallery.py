@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline.pa.baselines import learned_noise_pa, lntra_patch, sample_skip_frame, gaussian_pa
+from offline.pa.baselines import gaussian_pa, learned_noise_pa, lntra_patch, sample_skip_frame
 from offline.pa.masks import fill_empty_with_random, mask_bbox, object_masks, random_mask
 from offline.pa.precompute import from_images, to_images
 from offline.pa.temporal import flow_mixup
@@ -84,7 +84,7 @@ def gallery_rows(frames: np.ndarray, t: int, inpainter, intruders: torch.Tensor,
     patched, alpha = lntra_patch(clip, intruders[int(rng.integers(len(intruders)))], rng)
     p = from_images(patched[:, :2].permute(1, 0, 2, 3))
     rows.append(("LNTRA patch", [f0, _gray(alpha[0].numpy()), p[0], flow_img, flow_to_rgb(estimate_flow(p[0], p[1]))], "flow of PA"))
-    start, stride = sample_skip_frame(len(frames) - t, 2, (2, 3, 4, 5), rng) or (0, 2)
+    _, stride = sample_skip_frame(len(frames) - t, 2, (2, 3, 4, 5), rng) or (0, 2)
     f_skip = frames[t + stride]
     rows.append((f"LNTRA skip-frame (stride {stride})",
                  [f0, _gray(np.zeros((h, w))), f_skip, flow_img, flow_to_rgb(estimate_flow(f0, f_skip))], "flow of PA"))
@@ -127,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
     from offline.noise_generator import NoiseGenerator
     from offline.pa.inpaint import make_inpainter
     from offline.pa.intruders import load_intruders
-    from offline.pa.precompute import load_segmenter
 
     try:
         cfg = load_config(args.config)

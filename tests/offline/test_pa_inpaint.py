@@ -82,3 +82,14 @@ def test_bad_shapes_are_errors():
         ldm(torch.zeros(1, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.bool))
     with pytest.raises(ValueError, match="divisible by 2"):
         ldm(torch.zeros(1, 3, 31, 31), torch.zeros(1, 31, 31, dtype=torch.bool))
+
+
+@pytest.mark.gpu
+def test_tiny_ldm_bf16_on_cuda_keeps_unmasked_pixels():
+    ldm = tiny_ldm(steps=2)
+    gpu = LDMInpainter(ldm.unet, ldm.vqvae, ldm.scheduler, steps=2, device="cuda", num_heads=2)
+    assert gpu.dtype == torch.bfloat16
+    images, masks = _inputs()
+    out = gpu(images, masks)
+    outside = ~masks[:, None].expand_as(images)
+    assert torch.equal(out[outside], images[outside]) and torch.isfinite(out).all()

@@ -86,3 +86,15 @@ def test_mask_bbox_union_over_time():
     m[0, 1, 2] = m[2, 5, 7] = True
     assert mask_bbox(m) == (1, 2, 5, 6)
     assert mask_bbox(m[1]) is None
+
+
+def test_segmenter_hook_replaces_motion_masks_and_is_checked():
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    masks = object_masks(frames, segmenter=lambda f: f[..., 0] == 0)
+    assert masks.all()
+    with pytest.raises(ValueError, match=r"segmenter returned masks of shape \(3, 8, 8\)"):
+        object_masks(frames, segmenter=lambda f: np.zeros((3, 8, 8), bool))
+    from offline.pa.precompute import load_segmenter
+
+    with pytest.raises(ValueError, match="pa.segmenter: expected 'module:factory'"):
+        load_segmenter("no_colon")

@@ -1,0 +1,71 @@
+"""Helpers shared by the service tests: the demo bundle (built once per session) and one local Ray + Serve."""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+_lock = threading.Lock()
+_bundle: Path | None = None
+_ray_started = False
+SERVE_PORT = 28_180  # outside Ray's worker port range 10002-19999
+
+
+def demo_bundle(root: Path) -> Path:
+    """The demo bundle at its default settings, built once per test session under `root`."""
+    global _bundle
+    with _lock:
+        if _bundle is None:
+            from streaming.demo import build_demo_bundle
+
+            _bundle = build_demo_bundle(root / "demo-bundle")
+        return _bundle
+
+
+def ensure_ray() -> None:
+    """One local Ray (2 CPUs, loopback, no dashboard, no token) and Serve's HTTP proxy on 127.0.0.1."""
+    global _ray_started
+    with _lock:
+        if _ray_started:
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+        from ray import serve
+
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
+        )
+        serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
+        _ray_started = True
+
+        def _shutdown() -> None:
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+
+        atexit.register(_shutdown)
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5):
+    """Poll until `predicate()` is truthy (returns it); fail naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
