@@ -106,7 +106,7 @@ def train_discriminator(cfg: Config, data=None, progress: bool = True, max_windo
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log.write(json.dumps({"event": "epoch", "epoch": epoch + 1, "loss_mean": total / len(feats)}) + "\n")
     log.close()
     with torch.no_grad():

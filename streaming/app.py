@@ -81,6 +81,8 @@ class Fleet:
         self.cameras: dict[str, CameraConfig] = {}
         self.camera_actors: dict[str, Any] = {}
         self.camera_scorer: dict[str, int] = {}
+        self.actor_names: dict[str, str] = {}
+        self._generation = 0
         self.scorers: list[tuple[str, Any]] = []
         s = cfg.scorer
         for device in _devices(cfg):
@@ -143,12 +145,19 @@ class Fleet:
             i = self._pick_scorer()
             scorer = self.scorers[i][1]
             ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()), timeout=CALL_TIMEOUT_S)
+            self._generation += 1
+            actor_name = f"camera:{cam.name}:{self._generation}"  # unique: a re-added camera never waits for a name
             actor = ray.remote(CameraActor).options(
-                num_cpus=self.cfg.camera_num_cpus, max_concurrency=4, scheduling_strategy="SPREAD"
+                name=actor_name,
+                namespace=self.cfg.namespace,
+                num_cpus=self.cfg.camera_num_cpus,
+                max_concurrency=4,
+                scheduling_strategy="SPREAD",
             ).remote(cam.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows)
             self.cameras[cam.name] = cam
             self.camera_actors[cam.name] = actor
             self.camera_scorer[cam.name] = i
+            self.actor_names[cam.name] = actor_name
             logger.info("camera %s added (%s, scorer %s)", cam.name, scrub(cam.url), self.scorers[i][0])
 
     def remove(self, name: str) -> None:
@@ -156,6 +165,7 @@ class Fleet:
             cam = self.cameras.pop(name)
             actor = self.camera_actors.pop(name)
             i = self.camera_scorer.pop(name)
+            self.actor_names.pop(name, None)
             try:
                 ray.get(actor.stop.remote(), timeout=cam.read_timeout_s + 5)
             except Exception:  # noqa: BLE001 - a dead actor is removed all the same
@@ -215,6 +225,8 @@ class Fleet:
             entry: dict[str, Any] = {
                 "name": name,
                 "url": scrub(cfg.url),
+                "actor": self.actor_names.get(name),
+                "namespace": self.cfg.namespace,
                 "scorer": self.scorers[i][0],
                 "actor_alive": alive,
                 "state": c["state"] if alive else "error",

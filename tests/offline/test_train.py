@@ -185,3 +185,23 @@ def test_temporal_ae_trains_on_real_tvl1_flow_with_mixup(tmp_path):
     x, y, is_pa, _ = windows[0]
     assert is_pa and x.shape == y.shape == (3, 16, 32, 32) and float(y.abs().max()) <= 1
     assert torch.equal(y[:, -1], y[:, -2])  # the last index repeats the previous flow
+
+
+@pytest.mark.parametrize("override,expected", [("train.batch_size=0", "train.batch_size"), ("train.epoch=3", "unknown key"),
+                                               ("epochs=3", "section.key=value")])
+def test_vad_train_names_the_bad_field(override, expected, capsys):
+    from offline.cli import main
+
+    assert main(["train", "--set", override]) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_cuda_training_uses_bf16_autocast_and_channels_last(tmp_path):
+    data = synthetic_data(clips=1, n_frames=40)
+    cfg = tiny_config(tmp_path, train__device="cuda", train__max_steps=3, pa__spatial="learned_noise", pa__p_spatial=0.5)
+    result = train_autoencoder(cfg, progress=False, data=data)
+    assert all(np.isfinite(result.losses)) and result.step == 3
+    w = result.model.encoder[0].weight
+    assert w.dtype == torch.float32 and w.is_contiguous(memory_format=torch.channels_last_3d)
+    assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["amp"] is True
