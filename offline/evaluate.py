@@ -41,15 +41,37 @@ def _frames_array(clip, size: int) -> np.ndarray:
     return frames
 
 
+def clip_flow(detector, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Encoded flow of every consecutive pair of a clip, once: (3, N, H, W) frames -> (3, N - 1, H, W).
+
+    Overlapping windows (frame="center" scores one window per frame) then slice it instead of recomputing
+    TV-L1 for every window; each window gets exactly the pairs `window_flow` would compute.
+    """
+    from offline.flow import encode_flow, to_gray255
+
+    gray = to_gray255(x, channel_dim=0)  # (N, H, W) in [0, 255]
+    parts = [detector.flow_estimator(gray[i : min(i + batch, len(gray) - 1)], gray[i + 1 : min(i + batch, len(gray) - 1) + 1])
+             for i in range(0, len(gray) - 1, batch)]
+    return encode_flow(torch.cat(parts).float().cpu(), detector.config.flow.clip).permute(1, 0, 2, 3)
+
+
+def window_of_flow(flow: torch.Tensor, start: int, window: int) -> torch.Tensor:
+    """(3, T, H, W) window of clip flow: index t is flow t -> t+1, the last index repeats the previous one."""
+    idx = torch.clamp(torch.arange(start, start + window), max=start + window - 2)
+    return flow[:, idx]
+
+
 def raw_components_detector(detector, frames: np.ndarray, stride: int, frame_mode: str, batch: int) -> dict[str, np.ndarray | None]:
     """Per-frame raw components of one clip, (N, H, W, 3) uint8, through Detector.score on planned windows."""
     starts, which, offset = plan_windows(len(frames), detector.window, stride, frame_mode)
     x = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)  # (3, N, H, W) in [-1, 1]
+    flow = clip_flow(detector, x) if detector.temporal is not None else None
     per_window: list = []
     for i in range(0, len(starts), batch):
         chunk = starts[i : i + batch]
         windows = torch.stack([x[:, s : s + detector.window] for s in chunk])
-        per_window.append(detector.score(windows))
+        flows = None if flow is None else torch.stack([window_of_flow(flow, s, detector.window) for s in chunk])
+        per_window.append(detector.score(windows, flow=flows))
     names = {"w1": "psnr", "w2": "flow_error", "w3": "disc_prob"}
     out: dict[str, np.ndarray | None] = {}
     for comp, field in names.items():

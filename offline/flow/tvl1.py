@@ -237,6 +237,20 @@ def tvl1_step_gamma(u1, u2, u3, p11, p12, p21, p22, p31, p32, i1wx, i1wy, grad, 
     return (n1, n2, n3, *out, err)
 
 
+_COMPILED: dict[object, object] = {}
+
+
+def _compiled(fn):
+    """One torch.compile wrapper per function for the whole process, so estimators share compiled kernels.
+
+    Shapes become dynamic after the first recompile (pyramid levels, batch sizes); without fullgraph, hitting
+    dynamo's recompile limit falls back to eager instead of failing.
+    """
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=None)
+    return _COMPILED[fn]
+
+
 class TVL1:
     """Batched TV-L1 on any device: `TVL1(params)(i0, i1)` with (B, H, W) float in [0, 255] -> (B, 2, H, W) pixels.
 
@@ -253,17 +267,12 @@ class TVL1:
         self.params = params
         self.compile = compile
         self.sync_every = sync_every
-        self._compiled: dict[str, object] = {}
 
     def _fn(self, name: str, device: torch.device):
-        """The plain function, or its torch.compile'd version (built once per estimator)."""
+        """The plain function, or its torch.compile'd version."""
         fn = {"step": tvl1_step_gamma if self.params.gamma else tvl1_step, "median": median_blur}[name]
         use = self.compile if self.compile is not None else device.type == "cuda"
-        if not use:
-            return fn
-        if name not in self._compiled:
-            self._compiled[name] = torch.compile(fn, dynamic=None, fullgraph=True)
-        return self._compiled[name]
+        return _compiled(fn) if use else fn
 
     @torch.no_grad()
     def __call__(self, i0: torch.Tensor, i1: torch.Tensor, return_stats: bool = False):

@@ -101,3 +101,17 @@ def test_discriminator_trains_on_a_tiny_clip_model_and_ships_in_the_bundle(runs,
     ws = Detector(bundle).score(torch.stack([data[0].get(np.arange(16))]))
     assert ws.disc_prob.shape == (1, 16) and ((ws.disc_prob >= 0) & (ws.disc_prob <= 1)).all()
     assert set(bundle.config.calibration.components) == {"w1", "w2", "w3"}
+
+
+def test_eval_reuses_clip_flow_and_matches_per_window_flow(runs, tmp_path):
+    """`vad eval` computes a clip's flow once and slices it; the scores equal per-window flow (window_flow)."""
+    from offline.evaluate import raw_components_detector
+
+    root, data, *_ = runs
+    det = Detector.load(export(root / "spatial", tmp_path / "b", root / "temporal", data=data))
+    frames = np.repeat(data[1].frames[:24], 3, axis=-1)
+    fast = raw_components_detector(det, frames, stride=16, frame_mode="center", batch=4)
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+    slow = det.score(torch.stack([x[:, s : s + 16] for s in (0, 8)]))  # centre frames 0..8 -> window 0, 16.. -> 8
+    np.testing.assert_allclose(fast["w2"][:9], slow.flow_error[0, :9], rtol=1e-5)
+    np.testing.assert_allclose(fast["w2"][16:], slow.flow_error[1, 8:], rtol=1e-5)

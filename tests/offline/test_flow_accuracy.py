@@ -82,7 +82,7 @@ def warp_with(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 
 def test_ground_truth_epe_within_10_percent_of_opencv(pairs, ours_estimator, opencv_estimator):
-    """Real frames moved by a known smooth flow (|flow| up to ~5 px) plus N(0, 1) gray-level noise: our EPE to the
+    """Real frames moved by a known smooth flow (|flow| up to ~4 px) plus N(0, 1) gray-level noise: our EPE to the
     truth is within 10% of OpenCV's on the same pairs (interior 16 px in from the border, where the truth is
     defined without border effects)."""
     i0, _, names = pairs
