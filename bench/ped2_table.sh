@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Ped2 comparison (bench/RESULTS.md "Ped2 table"), one row per call: train -> export -> eval.
 # Usage: bench/ped2_table.sh ROW [ROW ...]   rows: ae spatial-pa patch skip-frame gaussian learned-noise
-#                                                  temporal temporal-nopa full
+#                                                  temporal temporal-nopa full, or eval-BUNDLE (evaluation only)
 # SCHEDULE=reduced (default, CPU): 64x64, window 16, train stride 8, 3 epochs, batch 8, lr 1e-3, half widths (48,64,128).
+# SCHEDULE=reduced-long (CPU): the same with train stride 2 and 10 epochs.
 # SCHEDULE=paper (GPU): 256x256, stride 1, 25 epochs, batch 24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,10 @@ OUT=${OUT:-runs/ped2}
 if [[ "${SCHEDULE:-reduced}" == paper ]]; then
   SCHED=(--set data.size=256 --set data.train_stride=1 --set train.epochs=25 --set train.batch_size=24)
   FLOWCLIP=10.0
+elif [[ "${SCHEDULE:-reduced}" == reduced-long ]]; then
+  SCHED=(--set data.size=64 --set data.train_stride=2 --set train.epochs=10 --set train.batch_size=8 --set train.lr=1e-3
+         --set "model.channels=[48,64,128]")
+  FLOWCLIP=2.5
 else
   SCHED=(--set data.size=64 --set data.train_stride=8 --set train.epochs=3 --set train.batch_size=8 --set train.lr=1e-3
          --set "model.channels=[48,64,128]")
@@ -26,7 +31,11 @@ train() {  # train NAME ARGS...
 bundle_eval() {  # bundle_eval NAME EXPORT-ARGS...
   local name=$1; shift
   "$VAD" export --out "$OUT/bundles/$name" "$@" >"$OUT/logs/$name.export.log" 2>&1
-  "$VAD" eval --bundle "$OUT/bundles/$name" --data "$DATA" --out "$OUT/eval/$name" 2>&1 | tee "$OUT/logs/$name.eval.log" | tail -3
+  evaluate "$name"
+}
+evaluate() {  # evaluate NAME: paper protocol (centre frame of a window per frame, bench/ped2_eval.yaml)
+  "$VAD" eval --bundle "$OUT/bundles/$1" --data "$DATA" --config bench/ped2_eval.yaml --batch 16 --out "$OUT/eval/$1" \
+    2>&1 | tee "$OUT/logs/$1.eval.log" | tail -3
 }
 
 for row in "$@"; do
@@ -45,6 +54,7 @@ for row in "$@"; do
                    bundle_eval ae-temporal-nopa --spatial "$OUT/ae" --temporal "$OUT/temporal-nopa" ;;
     full)          train discriminator --target discriminator   # no CLIP weights here: records "off"
                    bundle_eval full --spatial "$OUT/spatial-pa" --temporal "$OUT/temporal" --discriminator "$OUT/discriminator" ;;
+    eval-*)        evaluate "${row#eval-}" ;;  # re-evaluate an exported bundle only
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   echo "row $row done: $(date -u +%FT%TZ)"

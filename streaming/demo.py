@@ -10,6 +10,7 @@ measures the bundle (frame AUC, stored in the bundle's notes). Same seed and tor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -66,6 +67,18 @@ def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with `n` torch CPU threads, then restore the caller's setting (None: leave it)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def _psnr(model: Autoencoder, windows: np.ndarray, batch: int = 16) -> np.ndarray:
     """(N, T, H, W, 3) uint8 windows -> (N, T) PSNR of the model's reconstruction."""
@@ -88,7 +101,7 @@ def build_demo_bundle(
     steps: int = 200,
     batch_size: int = 8,
     lr: float = 1e-3,
-    threads: int | None = 2,
+    threads: int | None = 1,
 ) -> Path:
     """Train the demo spatial AE on the demo feed's normal part and write a bundle; returns its path.
 
@@ -96,63 +109,64 @@ def build_demo_bundle(
         fps / size: the analysis frame rate and input size the bundle is built for (the camera's `fps`).
         train_seconds: seconds of feed used; windows with the anomaly are excluded, the last 20% of normal
             windows are held out for calibration.
-        steps, batch_size, lr: Adam on the plain reconstruction loss (lr above the paper's 1e-4 to train in ~1 min).
+        steps, batch_size, lr: Adam on the plain reconstruction loss (lr above the paper's 1e-4 to train in ~20 s).
+        threads: torch CPU threads. 1 by default: the weights depend on it (float sums), and on a busy 2-core
+            machine two OpenMP threads spin against other processes (measured 150 s instead of 14 s).
     """
     t0 = time.monotonic()
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    frames, labels = demo_frames(train_seconds, fps, size, seed=0)
-    starts = normal_windows(frames, labels, window, stride=2)
-    cut = int(len(starts) * 0.8)
-    train, hold = starts[:cut], starts[cut:][:: window // 2]
-    logger.info("demo bundle: %d training and %d held-out windows from %.0f s of feed", len(train), len(hold), train_seconds)
-    model = Autoencoder(3, channels)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for step in range(steps):
-        pick = rng.choice(train, size=batch_size, replace=False)
-        x = to_model_input([frames[s : s + window] for s in pick])
-        loss = torch.mean((model(x) - x) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == steps - 1:
-            logger.info("demo bundle: step %d/%d loss %.5f", step + 1, steps, loss.item())
-    model.eval()
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        frames, labels = demo_frames(train_seconds, fps, size, seed=0)
+        starts = normal_windows(frames, labels, window, stride=2)
+        cut = int(len(starts) * 0.8)
+        train, hold = starts[:cut], starts[cut:][:: window // 2]
+        logger.info("demo bundle: %d training and %d held-out windows from %.0f s of feed", len(train), len(hold), train_seconds)
+        model = Autoencoder(3, channels)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        for step in range(steps):
+            pick = rng.choice(train, size=batch_size, replace=False)
+            x = to_model_input([frames[s : s + window] for s in pick])
+            loss = torch.mean((model(x) - x) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 100 == 0 or step == steps - 1:
+                logger.info("demo bundle: step %d/%d loss %.5f", step + 1, steps, loss.item())
+        model.eval()
 
-    held = _psnr(model, np.stack([frames[s : s + window] for s in hold]))
-    w1 = -held.reshape(-1)
-    calibration = Calibration(components={"w1": (float(w1.mean()), float(w1.std()))}, frames=int(w1.size))
-    # A later stretch with three vehicle crossings measures the bundle (not used for anything else).
-    test, test_labels = demo_frames(60.0, fps, size, seed=0, start_s=train_seconds)
-    n = len(test) // window * window
-    test_psnr = _psnr(model, test[:n].reshape(-1, window, *test.shape[1:])).reshape(-1)
-    auc = frame_auc(-test_psnr, test_labels[:n])
-    spatial_only = (1.0, 0.0, 0.0)
-    out = save_bundle(
-        path,
-        model,
-        input_spec=InputSpec(size=size, window=window),
-        scoring=ScoringSpec(weights=spatial_only, normaliser="running", running_halflife=600.0, running_warmup=16),
-        calibration=calibration,
-        discriminator_status="off: demo bundle (spatial AE only)",
-        notes={
-            "demo": True,
-            "source": DEMO_URL,
-            "analysis_fps": fps,
-            "seed": seed,
-            "channels": list(channels),
-            "steps": steps,
-            "final_loss": loss.item(),
-            "test_frame_auc": auc,
-            "train_seconds": train_seconds,
-            "build_s": round(time.monotonic() - t0, 1),
-        },
-    )
-    logger.info("demo bundle written to %s (test frame AUC %.3f, %.0f s)", out, auc, time.monotonic() - t0)
-    return out
+        held = _psnr(model, np.stack([frames[s : s + window] for s in hold]))
+        w1 = -held.reshape(-1)
+        calibration = Calibration(components={"w1": (float(w1.mean()), float(w1.std()))}, frames=int(w1.size))
+        # A later stretch with three vehicle crossings measures the bundle (not used for anything else).
+        test, test_labels = demo_frames(60.0, fps, size, seed=0, start_s=train_seconds)
+        n = len(test) // window * window
+        test_psnr = _psnr(model, test[:n].reshape(-1, window, *test.shape[1:])).reshape(-1)
+        auc = frame_auc(-test_psnr, test_labels[:n])
+        spatial_only = (1.0, 0.0, 0.0)
+        out = save_bundle(
+            path,
+            model,
+            input_spec=InputSpec(size=size, window=window),
+            scoring=ScoringSpec(weights=spatial_only, normaliser="running", running_halflife=600.0, running_warmup=16),
+            calibration=calibration,
+            discriminator_status="off: demo bundle (spatial AE only)",
+            notes={
+                "demo": True,
+                "source": DEMO_URL,
+                "analysis_fps": fps,
+                "seed": seed,
+                "channels": list(channels),
+                "steps": steps,
+                "final_loss": loss.item(),
+                "test_frame_auc": auc,
+                "train_seconds": train_seconds,
+                "build_s": round(time.monotonic() - t0, 1),
+            },
+        )
+        logger.info("demo bundle written to %s (test frame AUC %.3f, %.0f s)", out, auc, time.monotonic() - t0)
+        return out
 
 
 def ensure_demo_bundle(path: str | Path, **kwargs) -> Path:

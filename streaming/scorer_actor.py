@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # The histograms this actor reports (its counters and gauges travel as totals in `stats()`).
 SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds")
 BUSY_WINDOW_S = 10.0
+SNAPSHOT_MIN_SIDE = 256  # pixels: snapshots of smaller model inputs are enlarged (nearest) to at least this
 RESUME_GAP_S = 60.0  # a restarted scorer resumes a camera's open alert last updated at most this long ago
 
 
@@ -223,6 +224,10 @@ class ScorerService:
         if cam.peak is None:
             return None
         rgb, emap = cam.peak
+        k = -(-SNAPSHOT_MIN_SIDE // min(rgb.shape[:2]))  # small model inputs (64x64) are enlarged for viewing
+        if k > 1:
+            rgb = rgb.repeat(k, axis=0).repeat(k, axis=1)
+            emap = emap.repeat(k, axis=0).repeat(k, axis=1)
         return render_snapshot(rgb, emap)
 
     def _persist(self, camera: str, cam: _Camera, ev: AlertEvent) -> None:

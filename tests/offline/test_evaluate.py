@@ -32,3 +32,18 @@ def test_eval_unknown_clip_is_a_clear_error(ped2, tmp_path, capsys):
     rc = main(["eval", "--frame-difference", "--data", str(ped2), "--clips", "99", "--out", str(tmp_path)])
     assert rc == 2
     assert "unknown test clip id(s) ['99']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_random_bundle_runs_the_whole_chain(ped2, tmp_path):
+    """Freshly initialised spatial + temporal AEs through Detector, flow, both normalisers and the plots."""
+    out = tmp_path / "eval"
+    rc = main(["eval", "--random-bundle", "--data", str(ped2), "--clips", "01", "--size", "32", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["components_available"] == {"w1": True, "w2": True, "w3": False}
+    r = report["results"]["minmax"]
+    assert set(r["components"]) == {"w1", "w2"}
+    assert r["weights_effective"] == pytest.approx([0.65 / 0.9, 0.25 / 0.9, 0.0])
+    assert all(0.0 <= v <= 1.0 for v in report["series"]["minmax"]["01"])
+    assert (out / "roc.png").read_bytes()[:8] == PNG_MAGIC

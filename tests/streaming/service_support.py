@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -69,3 +71,12 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every
                 return last
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
+
+
+def netns_prefix() -> list[str]:
+    """A command prefix running the rest in a private network namespace with loopback up (`unshare -n`, root
+    only), or [] where that is not allowed: Ray then runs on the host's loopback like everywhere else."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return []
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "netns"] if probe.returncode == 0 else []

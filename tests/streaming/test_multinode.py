@@ -18,26 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.streaming.service_support import demo_bundle
+from tests.streaming.service_support import demo_bundle, netns_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 GCS_PORT, SERVE_PORT = 26_390, 28_391
 CAMERAS = 4
 
 
-def _netns_prefix() -> list[str]:
-    """`unshare -n` with loopback up, when this process may create network namespaces."""
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        return []
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "netns"] if probe.returncode == 0 else []
-
-
 @pytest.mark.slow
 def test_cameras_spread_over_two_nodes_and_all_score(tmp_path_factory):
     bundle = demo_bundle(tmp_path_factory.mktemp("mn"))
     out = tmp_path_factory.mktemp("mn-out")
-    cmd = [*_netns_prefix(), sys.executable, __file__, "--driver", "--bundle", str(bundle), "--out", str(out)]
+    cmd = [*netns_prefix(), sys.executable, __file__, "--driver", "--bundle", str(bundle), "--out", str(out)]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env, cwd=REPO)
     result_file = out / "result.json"

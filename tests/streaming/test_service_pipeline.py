@@ -57,7 +57,8 @@ def test_alert_opens_on_the_anomaly_only_and_events_survive_a_restart(bundle, tm
         assert ev["peak_frame"] in anomalous and ev["peak_score"] >= 0.99 and ev["status"] == "closed"
         jpeg = svc.get_snapshot(ev["id"])
         img = Image.open(io.BytesIO(jpeg))
-        assert img.format == "JPEG" and img.size == (svc.detector.size, svc.detector.size)
+        side = svc.detector.size * -(-256 // svc.detector.size)  # enlarged to at least 256 px for viewing
+        assert img.format == "JPEG" and img.size == (side, side)
     svc.stop()
 
     again = ScorerService("cpu", "cpu", str(bundle), {"path": str(db)}, alerts)
