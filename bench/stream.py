@@ -134,8 +134,8 @@ def run_scorer(detector: Detector, batches: list[int], seconds: float) -> list[d
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / n
-        rows.append({"batch": b, "s_per_batch": round(dt, 4), "windows_per_s": round(b / dt, 2),
-                     "cameras_at_25fps": round(b / dt * detector.window / 25.0, 1)})
+        rows.append({"batch": b, "s_per_batch": round(dt, 4), "windows_per_s": float(f"{b / dt:.4g}"),
+                     "cameras_at_25fps": float(f"{b / dt * detector.window / 25.0:.3g}")})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
