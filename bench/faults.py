@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/faults.py [--only NAME ...] [--json out.json]
 
+Rows marked "service" run against the real service (Ray Serve app on one local Ray, camera and scorer actors,
+SQLite events; scenario 6 as two `serve run` processes in a private network namespace), the others at the
+ingest loop / event store level.
+
 Columns: scenario, faults injected, recovered (yes/no/held: a clean error state that keeps retrying),
 time to recover (s: from the end of the fault to frames flowing again), frames lost beyond the outage itself
 (analysis frames that the recovery delay cost, or frames missing from a damaged stream's readable part), and
@@ -274,6 +278,230 @@ def s8_bad_config(m: Media) -> dict:
                "n/a", note=f"{named}/{len(CASES)} refused naming the field, no credential echoed")
 
 
+# ------------------------------------------------------------------------------------ service-level rows
+class ServiceUnderTest:
+    """The fault suite's service app (tests/faults/test_service_faults.py), started once for these rows."""
+
+    _instance: "ServiceUnderTest | None" = None
+
+    def __init__(self, m: Media):
+        import requests
+        from ray import serve
+
+        from offline.bundle import random_bundle
+        from streaming.app import build_app
+        from tests.faults.tools.watch import API_TOKEN
+        from tests.streaming.service_support import SERVE_PORT, ensure_ray
+
+        self.root = Path(tempfile.mkdtemp(prefix="vad-faults-"))
+        self.bundle_a = random_bundle(self.root / "a", size=64, temporal=False, channels=(8, 16, 32))
+        self.bundle_b = random_bundle(self.root / "b", size=64, temporal=False, channels=(8, 16, 32), seed=1)
+        self.bystander_server = RtspServer({"cam": m.clean}).start()
+        args = {
+            "cameras": [
+                {"name": "alerting", "url": "demo://street?seed=0&fps=10&size=64", "fps": 5, "threshold": 0.0,
+                 "min_duration_s": 0.0},
+                {"name": "bystander", "url": self.bystander_server.url("cam"), "fps": 5},
+            ],
+            "scorer": {"bundle": str(self.bundle_a), "build_demo_bundle": False, "devices": ["cpu"], "max_batch": 4,
+                       "max_wait_ms": 1500, "torch_threads": 1, "num_cpus": 0.25},
+            "events": {"path": str(self.root / "events.db")},
+            "http": {"host": "127.0.0.1", "port": SERVE_PORT, "token": API_TOKEN},
+        }
+        ensure_ray()
+        serve.run(build_app(args), name="bench", route_prefix="/bench")
+        self.base = f"http://127.0.0.1:{SERVE_PORT}/bench"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {API_TOKEN}"
+        wait_for(lambda: self.camera("alerting")["windows_scored"] >= 1, 120, "first scores", poll_s=0.5)
+
+    @classmethod
+    def get_or_start(cls, m: Media) -> "ServiceUnderTest":
+        if cls._instance is None:
+            cls._instance = ServiceUnderTest(m)
+        return cls._instance
+
+    def get(self, path: str):
+        return self.session.get(self.base + path, timeout=30)
+
+    def camera(self, name: str) -> dict:
+        return self.get(f"/cameras/{name}").json()
+
+    def open_events(self) -> list[dict]:
+        return [e for e in self.get("/events?camera=alerting&limit=1000").json() if e["status"] == "open"]
+
+
+def _reconnects(text: str, camera: str) -> float:
+    series = f'vad_reconnects_total{{camera="{camera}"}} '
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(series)), 0.0)
+
+
+def s1_service_server_restart(m: Media) -> dict:
+    svc = ServiceUnderTest.get_or_start(m)
+    server = RtspServer({"cam": m.clean}).start()
+    body = {"name": "victim", "url": server.url("cam"), "fps": ANALYSIS_FPS, "read_timeout_s": 2, "open_timeout_s": 3}
+    assert svc.session.post(svc.base + "/cameras", json=body, timeout=60).status_code == 201
+    try:
+        wait_for(lambda: svc.camera("victim")["state"] == "streaming", 60, "victim streaming", poll_s=0.3)
+        r0 = _reconnects(svc.get("/metrics").text, "victim")
+        delays, bystander = [], []
+        t_kill = time.monotonic()
+        server.stop()
+        while time.monotonic() - t_kill < OUTAGE_S:
+            cams = {c["name"]: c for c in svc.get("/cameras").json()}
+            d = cams["victim"]["retry_in_s"]
+            if d is not None and (not delays or delays[-1] != d):
+                delays.append(d)
+            bystander.append((time.monotonic(), cams["bystander"]["frames_decoded"]))
+            time.sleep(0.3)
+        server.start()
+        t_back = time.monotonic()
+        wait_for(lambda: svc.camera("victim")["state"] == "streaming", 60, "victim back", poll_s=0.1)
+        recover = time.monotonic() - t_back
+        r1 = _reconnects(svc.get("/metrics").text, "victim")
+    finally:
+        server.stop()
+        svc.session.delete(svc.base + "/cameras/victim", timeout=60)
+    gaps, last_t, last_n = [0.0], bystander[0][0], bystander[0][1]
+    for t, n in bystander[1:]:
+        if n > last_n:
+            gaps.append(t - last_t)
+            last_t, last_n = t, n
+    ok = recover <= 5.0 and r1 > r0 and max(gaps) < 3.0
+    return row("1 service: RTSP server killed, back after 10 s", "server SIGTERM, 10 s outage", "yes" if ok else "no",
+               recover, int(round(recover * ANALYSIS_FPS)),
+               note=f"/cameras: reconnecting, retry_in_s {delays}; vad_reconnects_total {r0:.0f} -> {r1:.0f}; "
+               f"bystander camera max gap between decoded-frame increments {max(gaps):.2f}s")
+
+
+def s9_service_hot_swap(m: Media) -> dict:
+    from tests.faults.test_bundle_swap import REFUSED, damaged_bundle
+
+    svc = ServiceUnderTest.get_or_start(m)
+    a = svc.get("/bundle").json()
+    refused = 0
+    for kind, _, text in REFUSED:
+        bad = damaged_bundle(kind, svc.bundle_b, svc.root)
+        r = svc.session.put(svc.base + "/bundle", json={"path": str(bad)}, timeout=120)
+        refused += r.status_code == 422 and text in r.text and svc.get("/bundle").json()["sha256"] == a["sha256"]
+    n0 = svc.camera("alerting")["frames_scored"]
+    t0 = time.monotonic()
+    r = svc.session.put(svc.base + "/bundle", json={"path": str(svc.bundle_b)}, timeout=120)
+    swap_s = time.monotonic() - t0
+    b = r.json()
+    wait_for(lambda: (c := svc.camera("alerting"))["frames_scored"] > n0 and c["bundle"]["sha256"] == b["sha256"], 60,
+             "scores with B", poll_s=0.2)
+    first_b = time.monotonic() - t0
+    ok = r.status_code == 200 and refused == len(REFUSED)
+    return row("9 service: bundle hot-swap + 5 refused bundles", f"PUT /bundle x{len(REFUSED) + 1}: checksum, version, "
+               "pickle as safetensors, pickle only, missing dir; then a good one", "yes" if ok else "no", first_b, 0, 0,
+               note=f"{refused}/{len(REFUSED)} refused with 422 naming file and reason, bundle {a['sha256']} kept; swap to "
+               f"{b.get('sha256')} answered in {swap_s:.2f}s, first window scored by it {first_b:.1f}s after the call; "
+               "no camera restarted")
+
+
+def s5_service_ray_kill(m: Media) -> dict:
+    import ray
+
+    svc = ServiceUnderTest.get_or_start(m)
+    before = wait_for(svc.open_events, 60, "an open alert")
+    all_before = [e["id"] for e in svc.get("/events?camera=alerting&limit=1000").json()]
+    bundle = svc.get("/bundle").json()["sha256"]
+    handle = ray.get_actor(svc.get("/scorers").json()["cpu"]["actor"], namespace="vad")
+    queued = wait_for(lambda: svc.get("/scorers").json()["cpu"]["queue_depth"], 60, "queued windows", poll_s=0.05)
+    t_kill = time.monotonic()
+    ray.kill(handle, no_restart=False)
+    saw_503 = False
+    while True:
+        code = svc.session.get(svc.base + "/healthz", timeout=30).status_code
+        saw_503 |= code == 503
+        if code == 200 and saw_503:
+            break
+        if time.monotonic() - t_kill > 120:
+            break
+        time.sleep(0.1)
+    healthy = time.monotonic() - t_kill
+    n0 = svc.camera("alerting")["frames_scored"]
+    wait_for(lambda: svc.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed", poll_s=0.2)
+    scoring = time.monotonic() - t_kill
+    wait_for(lambda: svc.get("/bundle").json()["sha256"] == bundle, 30, "bundle re-applied", poll_s=0.2)
+    after = svc.open_events()
+    all_after = [e["id"] for e in svc.get("/events?camera=alerting&limit=1000").json()]
+    same = [e["id"] for e in after] == [before[0]["id"]] and all_after == all_before
+    return row("5 service: scorer actor ray.kill", f"ray.kill with {queued} window(s) queued, alert open",
+               "yes" if saw_503 and same else "no", scoring, f"{queued} queued windows",
+               0 if same else "?", note=f"/healthz 503 during the outage, 200 after {healthy:.1f}s; scoring resumed after "
+               f"{scoring:.1f}s; open alert kept event id {before[0]['id']} (no duplicate); hot-swapped bundle re-applied")
+
+
+def s6_service_sigterm(m: Media) -> dict:
+    import yaml
+
+    from tests.faults.test_service_restart import run_service, service_config
+
+    from offline.bundle import random_bundle
+
+    work = Path(tempfile.mkdtemp(prefix="vad-restart-"))
+    bundle = random_bundle(work / "bundle", size=64, temporal=False, channels=(8, 16, 32))
+    (work / "config.yaml").write_text(yaml.safe_dump(service_config(work, bundle)))
+    r = run_service(work)
+    first, second = r["runs"]
+    before = {e["id"] for e in first["events_before_stop"]}
+    final = {e["id"]: e for e in second["db_after_stop"]["events"]}
+    lost = len(before - set(final))
+    reasons = sorted({final[e["id"]]["reason"] for e in first["events_before_stop"] if e["status"] == "open"})
+    ok = not lost and first["db_after_stop"]["integrity"] == second["db_after_stop"]["integrity"] == "ok"
+    return row("6 service: SIGTERM, serve run again", "SIGTERM of `serve run` x2 with alerts open", "yes" if ok else "no",
+               second["healthy_s"], "n/a", lost,
+               note=f"{len(before)} events before the stop, all there after the restart; open alert closed at next start, "
+               f"reason {reasons}; integrity_check ok, WAL; stop {first['stop_s']:.1f}s")
+
+
+def s7_service_load(m: Media) -> dict:
+    import requests
+    from ray import serve
+
+    from offline.bundle import random_bundle
+    from streaming.app import build_app
+    from tests.faults.test_service_load import CHANNELS, SIZE, camera, load_app_args
+    from tests.faults.tools.service_load import observe
+    from tests.streaming.service_support import SERVE_PORT, ensure_ray
+
+    n, seconds = LOAD_CAMERAS, LOAD_SECONDS
+    work = Path(tempfile.mkdtemp(prefix="vad-load-"))
+    bundle = random_bundle(work / "bundle", size=SIZE, temporal=False, channels=CHANNELS)
+    ensure_ray()
+    serve.run(build_app(load_app_args(bundle, work / "events.db", SERVE_PORT, [camera(k) for k in range(n)])),
+              name="benchload", route_prefix="/benchload")
+    base = f"http://127.0.0.1:{SERVE_PORT}/benchload"
+
+    def get(path: str):
+        return requests.get(base + path, timeout=30)
+
+    try:
+        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), 180, "scores", poll_s=0.5)
+        one = observe(get, seconds, warmup_s=20.0)
+        for k in range(n, 2 * n):
+            requests.post(base + "/cameras", json=camera(k), timeout=60)
+        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), 180, "scores", poll_s=0.5)
+        two = observe(get, seconds, warmup_s=20.0)
+    finally:
+        serve.delete("benchload")
+
+    def fmt(r: dict) -> str:
+        return (f"{r['cameras']} cams: scored {r['fps_scored_mean']}/{r['fps_target']} fps, {r['windows_dropped']} windows "
+                f"dropped, latency p50 {r['latency_p50_s']}s max {r['latency_max_s']}s, RSS {r['rss_base_mb']:.0f} MB "
+                f"+{r['rss_growth_mb']:.0f} (bound {r['rss_bound_mb']:.0f}), actors replaced {len(r['actors_changed'])}")
+
+    ok = all(r["unhealthy_polls"] == 0 and not r["actors_changed"] and r["rss_growth_mb"] <= r["rss_bound_mb"]
+             for r in (one, two))
+    return row(f"7 service: load {n} then {2 * n} cameras, {seconds:.0f} s each", "paper spatial AE 256x256 on 1 core, "
+               "5 fps demo cameras", "yes" if ok else "no", None, f"{two['windows_dropped']} windows shed (counted)",
+               "n/a", note=f"{fmt(one)}; {fmt(two)}")
+
+
+LOAD_CAMERAS, LOAD_SECONDS = 2, 60.0
+
 SCENARIOS: dict[str, Callable[[Media], dict]] = {
     "server_restart": s1_server_restart,
     "stall_open": s2_stall_open,
@@ -285,6 +513,11 @@ SCENARIOS: dict[str, Callable[[Media], dict]] = {
     "unreachable": s4_unreachable,
     "store_kill": s6_store_kill,
     "bad_config": s8_bad_config,
+    "service_server_restart": s1_service_server_restart,
+    "service_hot_swap": s9_service_hot_swap,
+    "service_ray_kill": s5_service_ray_kill,
+    "service_sigterm": s6_service_sigterm,
+    "service_load": s7_service_load,
 }
 
 
@@ -316,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
                 r = row(name, "-", "no", None, "?", "?", note=f"scenario failed: {type(e).__name__}: {e}"[:300])
             print(f"{name}: {time.monotonic() - t0:.1f}s {r['recovered']}", file=sys.stderr, flush=True)
             rows.append(r)
+    if ServiceUnderTest._instance is not None:
+        from ray import serve
+
+        serve.delete("bench")
+        ServiceUnderTest._instance.bystander_server.stop()
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

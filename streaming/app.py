@@ -14,6 +14,12 @@ any actor starts. The replica then starts one scorer actor per device and one ca
   GET  /events?camera=&since=&until=&min_score=&status=&limit=     events, newest first
   GET  /events/{id}, /events/{id}/snapshot (image/jpeg)
   GET  /scorers                    batching and utilisation per scorer
+  GET  /bundle                     the model bundle being scored with (path, weights sha256 prefix, version)
+  PUT  /bundle  {"path": "/abs/dir"}   hot-swap the bundle: every scorer loads and validates it fully, then all
+                                   switch between two batches; a refused bundle (checksum mismatch, unknown
+                                   version, pickled weights, missing files, other input size) is 422 naming the
+                                   file and the reason, and the running bundle keeps scoring. Not persisted: a
+                                   restart of the service loads `scorer.bundle` of its config again.
 
 Every route but /healthz needs `Authorization: Bearer <token>` when a token is configured. Request errors
 are 422 with one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`).
@@ -25,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,9 +39,11 @@ import ray
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from ray import serve
 
+from offline.bundle import BundleError
+from offline.config import Strict
 from streaming.camera_actor import CameraActor
 from streaming.config import CameraConfig, ServiceConfig, parse_service_config, scrub
 from streaming.metrics import SnapshotCollector, VadMetrics
@@ -84,6 +93,9 @@ class Fleet:
         self.actor_names: dict[str, str] = {}
         self._generation = 0
         self.scorers: list[tuple[str, Any]] = []
+        self.scorer_actor_names: dict[str, str] = {}
+        self.bundle = str(Path(cfg.scorer.bundle))  # the active bundle; a restarted scorer is brought back to it
+        self._swap_lock = threading.Lock()
         s = cfg.scorer
         for device in _devices(cfg):
             gpu = device.startswith("cuda")
@@ -91,6 +103,9 @@ class Fleet:
             opts: dict[str, Any] = {"max_concurrency": 8, "num_cpus": 0.1 if gpu else s.num_cpus, "max_restarts": -1}
             if gpu:
                 opts["num_gpus"] = 1
+            # named (unique per run) so operators and the fault suite can find it: `ray.get_actor(name, namespace)`
+            opts |= {"name": f"scorer:{device}:{uuid.uuid4().hex[:8]}", "namespace": cfg.namespace}
+            self.scorer_actor_names[device] = opts["name"]
             actor = ray.remote(ScorerService).options(**opts).remote(
                 name=device,
                 device="cuda:0" if gpu else "cpu",  # Ray gives each GPU scorer its own CUDA_VISIBLE_DEVICES
@@ -117,10 +132,20 @@ class Fleet:
         threading.Thread(target=self._watch, name="fleet-watch", daemon=True).start()
 
     def _watch(self, every_s: float = 1.0) -> None:
-        """Give a restarted scorer back its cameras' alert settings (a fresh incarnation knows none)."""
+        """Give a restarted scorer back its cameras' alert settings (a fresh incarnation knows none) and the active
+        bundle (it restarts with the bundle of its constructor, which a hot-swap may have replaced)."""
         while not self._stop.wait(every_s):
             for i, (_, scorer) in enumerate(self.scorers):
                 try:
+                    if self._swap_lock.acquire(blocking=False):  # a swap under way brings every scorer along itself
+                        try:
+                            running = ray.get(scorer.bundle_info.remote(), timeout=2.0)
+                            if running["path"] != self.bundle:
+                                info = ray.get(scorer.prepare_bundle.remote(self.bundle), timeout=120)
+                                ray.get(scorer.commit_bundle.remote(info["sha256"]), timeout=10)
+                                logger.warning("scorer %s restarted: bundle %s applied again", self.scorers[i][0], self.bundle)
+                        finally:
+                            self._swap_lock.release()
                     known = set(ray.get(scorer.registered.remote(), timeout=2.0))
                     with self._lock:
                         missing = [self.cameras[n] for n, j in self.camera_scorer.items() if j == i and n not in known]
@@ -191,6 +216,45 @@ class Fleet:
             self.add(cam)
             return "restarted"
 
+    # ----------------------------------------------------------------------------------------- bundle
+    def swap_bundle(self, path: str) -> dict[str, Any]:
+        """Hot-swap every scorer to the bundle at `path`: all load and validate it first, then all commit.
+
+        Raises BundleError (nothing changed) when any scorer refuses it; RuntimeError when a swap is under way.
+        """
+        if not self._swap_lock.acquire(blocking=False):
+            raise RuntimeError("another bundle swap is in progress")
+        try:
+            previous = self.bundle_info()
+            staged: list[dict[str, Any]] = []
+            try:
+                for _, actor in self.scorers:
+                    staged.append(ray.get(actor.prepare_bundle.remote(path), timeout=300))
+            except Exception as exc:  # noqa: BLE001 - a refusal anywhere cancels the swap everywhere
+                for _, actor in self.scorers:
+                    actor.discard_bundle.remote()
+                cause = getattr(exc, "cause", None) or exc  # ray wraps the actor's exception in RayTaskError
+                if isinstance(cause, BundleError):
+                    raise BundleError(str(cause)) from None
+                raise
+            sha = staged[0]["sha256"]
+            for _, actor in self.scorers:
+                ray.get(actor.commit_bundle.remote(sha), timeout=CALL_TIMEOUT_S)
+            self.bundle = staged[0]["path"]
+            logger.warning("bundle swapped: %s (%s) -> %s (%s)", previous.get("path"), previous.get("sha256"), path, sha)
+            return {**staged[0], "previous": previous}
+        finally:
+            self._swap_lock.release()
+
+    def bundle_info(self) -> dict[str, Any]:
+        """The active bundle as the first scorer that answers reports it (all scorers run the same one)."""
+        for _, actor in self.scorers:
+            try:
+                return ray.get(actor.bundle_info.remote(), timeout=HEALTH_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - a restarting scorer: ask the next
+                continue
+        return {"path": self.bundle, "sha256": None, "version": None, "input": self.model_input}
+
     # ----------------------------------------------------------------------------------------- status
     def _gather(self, refs: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
         """ray.get each ref with a timeout; an exception object stands in for a dead or hung actor."""
@@ -228,6 +292,7 @@ class Fleet:
                 "actor": self.actor_names.get(name),
                 "namespace": self.cfg.namespace,
                 "scorer": self.scorers[i][0],
+                "bundle": {"path": sc.get("bundle"), "sha256": sc.get("bundle_sha256")} if isinstance(sc, dict) else None,
                 "actor_alive": alive,
                 "state": c["state"] if alive else "error",
                 "fps_target": cfg.fps,
@@ -238,10 +303,12 @@ class Fleet:
                 "frames_decoded": c["frames_decoded"] if alive else None,
                 "frames_scored": s.get("frames_scored", 0),
                 "windows_scored": s.get("windows_scored", 0),
+                "windows_made": (c["windows_emitted"] + c["windows_dropped"]) if alive else None,  # by the ring buffer
                 "windows_dropped": (c["windows_dropped"] if alive else 0) + s.get("windows_dropped", 0),
                 "frames_dropped": (c["frames_dropped"] if alive else 0) + s.get("frames_dropped", 0),
                 "corrupt_frames": c["corrupt_frames"] if alive else None,
                 "reconnects": c["reconnects"] if alive else None,
+                "retry_in_s": c.get("retry_in_s") if alive else None,
                 "last_score": s.get("last_score"),
                 "warm": s.get("warm", False),
                 "warming_up": not s.get("warm", False),
@@ -252,6 +319,7 @@ class Fleet:
                 "last_error": (c["last_error"] or c.get("last_scorer_error")) if alive else scrub(str(c))[:300],
                 "node_ip": c.get("node_ip") if alive else None,
                 "node_id": c.get("node_id") if alive else None,
+                "pid": c.get("pid") if alive else None,
             }
             out.append(entry)
         return out
@@ -344,6 +412,12 @@ api = FastAPI(title="vad streaming service", description="Real-time video anomal
 
 
 MAX_BODY_BYTES = 64 * 1024  # a camera config is well under 1 KiB
+
+
+class BundleRequest(Strict):
+    """Body of PUT /bundle."""
+
+    path: str = Field(min_length=1, max_length=4096, description="absolute path of the bundle directory to score with")
 
 
 @api.middleware("http")
@@ -470,7 +544,31 @@ class ControlPlane:
     @api.get("/scorers")
     def scorers(self, request: Request) -> dict:
         self._auth(request)
-        return {k: (v if isinstance(v, dict) else {"alive": False, "error": str(v)[:300]}) for k, v in self.fleet.scorer_stats().items()}
+        return {
+            k: {**(v if isinstance(v, dict) else {"alive": False, "error": str(v)[:300]}),
+                "actor": self.fleet.scorer_actor_names.get(k)}
+            for k, v in self.fleet.scorer_stats().items()
+        }
+
+    @api.get("/bundle")
+    def get_bundle(self, request: Request) -> dict:
+        self._auth(request)
+        return self.fleet.bundle_info()
+
+    @api.put("/bundle")
+    def put_bundle(self, body: BundleRequest, request: Request) -> Any:
+        self._auth(request)
+        if not Path(body.path).is_absolute():
+            raise HTTPException(422, f"body.path: must be an absolute path (the service's working directory is not "
+                                     f"yours), got {body.path!r}")
+        try:
+            return self.fleet.swap_bundle(body.path)
+        except BundleError as exc:
+            msg = scrub(str(exc))
+            return JSONResponse({"detail": f"body.path: bundle refused, the running bundle keeps scoring: {msg}",
+                                 "errors": [{"field": "body.path", "message": msg, "value": body.path}]}, 422)
+        except RuntimeError as exc:
+            raise HTTPException(409, str(exc)) from None
 
     @api.get("/events")
     def events(

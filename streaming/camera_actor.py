@@ -7,6 +7,7 @@ dead scorer can never stall the decoder. The scorer applies its own per-camera q
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -113,6 +114,7 @@ class CameraActor:
             node_ip=ray.util.get_node_ip_address(),
             started_s=self.started_s,
             fps_target=self.cfg.fps,
+            pid=os.getpid(),  # which process to watch (memory, restarts)
         )
         return s
 

@@ -402,6 +402,7 @@ class IngestCounters:
     reconnects: int = 0  # reconnect attempts: each lost stream and each failed re-open counts one
     disconnects: int = 0  # times a stream that was delivering frames was lost
     last_error: str | None = None  # scrubbed
+    retry_in_s: float | None = None  # the backoff delay before the next attempt while reconnecting (else None)
     last_frame_wall_s: float | None = None
     fps_in: float = 0.0  # decoded frames per second (moving average)
     decode_s: float = 0.0  # last frame's decode + colour conversion + resize time, seconds
@@ -529,6 +530,8 @@ class IngestLoop:
                         self._set_state("error", f"giving up after {s.max_reconnects} reconnects: {e}")
                         return
                     delay = self.backoff.next()
+                    with self._lock:
+                        self.counters.retry_in_s = round(delay, 3)
                     self._set_state("reconnecting", f"{e}; retry in {delay:.1f}s")
                     if self._stop.wait(delay):
                         break
@@ -558,6 +561,8 @@ class IngestLoop:
                     t_start = time.monotonic()
                     if self.counters.state != "streaming":
                         self.backoff.reset()
+                        with self._lock:
+                            self.counters.retry_in_s = None
                         self._set_state("streaming", "")
                     keep = resampler.keep(frame.pts_s)
                     rgb = resize_frame(frame.rgb, s.size) if keep else None

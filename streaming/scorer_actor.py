@@ -4,10 +4,17 @@
 (see streaming.scorer for the drop policy); a worker thread takes batches (max_batch, max_wait_ms), calls
 the Detector once per batch, and per camera runs FrameScorer -> AlertTracker -> EventStore, keeping the
 peak frame and its error map so each event gets a JPEG snapshot.
+
+Bundle hot-swap (two phases, so several scorers switch together or not at all): `prepare_bundle(path)` loads and
+validates the new bundle completely into a fresh Detector beside the running one (a refused bundle raises
+BundleError and changes nothing); `commit_bundle(sha)` then swaps the scoring reference between two batches. A
+batch is always scored by one fully loaded model; each camera's running normaliser starts again from the new
+bundle's calibration (raw scores of two models are not comparable); open alerts go on.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -17,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from offline.bundle import BundleError
 from offline.detector import Detector
 from streaming.alerts import AlertEvent, AlertTracker
 from streaming.config import AlertConfig, EventsConfig
@@ -52,6 +60,7 @@ class _Camera:
     events_opened: int = 0
     peak: tuple[np.ndarray, np.ndarray] | None = None  # (rgb (H, W, 3), error map (H, W)) of the peak so far
     scored_times: deque = field(default_factory=lambda: deque(maxlen=64))  # (wall_s, frames) per window
+    bundle: str | None = None  # sha256 prefix of the bundle that scored the last window
 
 
 class ScorerService:
@@ -85,6 +94,9 @@ class ScorerService:
         self.device = device
         self.detector = Detector.load(bundle, device)
         self.scorer = BatchScorer(self.detector, frame_scorer_factory(self.detector), max_batch=max_batch)
+        self._staged: Detector | None = None  # a validated bundle waiting for commit_bundle
+        self._swap_lock = threading.Lock()
+        self.bundle_swaps = 0
         self.queue = PendingWindows(max_pending)
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000.0
         ev = events if isinstance(events, EventsConfig) else EventsConfig.model_validate(events)
@@ -172,8 +184,10 @@ class ScorerService:
             if not batch:
                 continue
             t0 = time.monotonic()
+            scorer = self.scorer  # one reference per batch: a hot-swap takes effect at the next batch
+            sha = bundle_info(scorer.detector)["sha256"]
             try:
-                results = self.scorer.score(batch)
+                results = scorer.score(batch)
             except Exception as exc:  # noqa: BLE001 - a bad batch is counted and dropped, the scorer goes on
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -186,13 +200,13 @@ class ScorerService:
             self.windows += len(batch)
             for r in results:
                 try:
-                    self._after_scoring(r)
+                    self._after_scoring(r, sha)
                 except Exception as exc:  # noqa: BLE001 - e.g. a full disk for events: keep scoring
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     logger.exception("scorer %s: camera %s: alert/event handling failed", self.name, r.camera)
 
-    def _after_scoring(self, r: ScoredWindow) -> None:
+    def _after_scoring(self, r: ScoredWindow, bundle: str | None = None) -> None:
         now = time.time()
         hist = self.metrics.score_latency.labels(r.camera)
         self._latency_labels.add(r.camera)
@@ -217,6 +231,7 @@ class ScorerService:
             cam.last_frame_wall_s = float(r.wall_s[-1])
             cam.last_latency_s = now - float(r.wall_s[-1])
             cam.scored_times.append((now, len(r.score)))
+            cam.bundle = bundle
             if cam.event_id is not None:
                 self.store.touch(cam.event_id, cam.last_frame_wall_s)
 
@@ -281,6 +296,7 @@ class ScorerService:
                     "alert_state": c.tracker.state,
                     "event_id": c.event_id,
                     "events_opened": c.events_opened,
+                    "bundle": c.bundle,
                 }
         ctx = None
         try:
@@ -303,6 +319,9 @@ class ScorerService:
             "last_error": self.last_error,
             "node_id": ctx,
             "bundle": str(self.detector.bundle.path),
+            "bundle_sha256": bundle_info(self.detector)["sha256"],
+            "bundle_swaps": self.bundle_swaps,
+            "pid": os.getpid(),
             "input": {"size": self.detector.size, "window": self.detector.window},
             "cameras": cameras,
         }
@@ -311,6 +330,48 @@ class ScorerService:
         """Cameras registered with `set_camera` (empty after a restart until the control plane re-registers)."""
         with self._lock:
             return sorted(self._alert_settings)
+
+    # -------------------------------------------------------------------------------------- hot-swap
+    def bundle_info(self) -> dict[str, Any]:
+        """The running bundle: path, sha256 prefix of its weights, format version, input."""
+        return bundle_info(self.detector)
+
+    def prepare_bundle(self, path: str) -> dict[str, Any]:
+        """Load and validate a bundle fully, off the scoring thread, and stage it; raises BundleError if refused."""
+        try:
+            detector = Detector.load(path, self.device)  # BundleError: checksum, version, pickle, missing files
+        except BundleError:
+            raise
+        except (ValueError, OSError, RuntimeError) as exc:  # e.g. a discriminator without its CLIP model
+            raise BundleError(f"{path}: cannot be loaded: {type(exc).__name__}: {exc}") from None
+        if (detector.size, detector.window) != (self.detector.size, self.detector.window):
+            raise BundleError(
+                f"{path}: input {detector.window} frames x {detector.size}x{detector.size} differs from the running "
+                f"bundle's {self.detector.window} x {self.detector.size}x{self.detector.size}; cameras feed the running "
+                "input size, so change it with a restart, not a hot-swap"
+            )
+        with self._swap_lock:
+            self._staged = detector
+        return bundle_info(detector)
+
+    def commit_bundle(self, sha256: str) -> dict[str, Any]:
+        """Switch to the staged bundle (the one whose sha256 prefix is given) between two batches."""
+        with self._swap_lock:
+            staged = self._staged
+            if staged is None or bundle_info(staged)["sha256"] != sha256:
+                raise BundleError(f"no staged bundle with sha256 {sha256} to commit (prepare_bundle first)")
+            scorer = BatchScorer(staged, frame_scorer_factory(staged), max_batch=self.max_batch)
+            with self._lock:  # no camera update runs between the two assignments
+                self.detector, self.scorer = staged, scorer
+            self._staged = None
+            self.bundle_swaps += 1
+        logger.warning("scorer %s: now scoring with bundle %s (%s)", self.name, staged.bundle.path, sha256)
+        return bundle_info(staged)
+
+    def discard_bundle(self) -> None:
+        """Forget a staged bundle (another scorer refused it)."""
+        with self._swap_lock:
+            self._staged = None
 
     def model_input(self) -> dict[str, int]:
         return {"size": self.detector.size, "window": self.detector.window}
@@ -342,3 +403,14 @@ class ScorerService:
             for name, cam in self._cams.items():
                 for ev in cam.tracker.close(time.time(), reason="stopped"):
                     self._persist(name, cam, ev)
+
+
+def bundle_info(detector: Detector) -> dict[str, Any]:
+    """What identifies a detector's bundle in status answers: path, weights sha256 prefix, version, input."""
+    cfg = detector.config
+    return {
+        "path": str(detector.bundle.path),
+        "sha256": cfg.weights_sha256[:12],
+        "version": cfg.version,
+        "input": {"size": detector.size, "window": detector.window},
+    }

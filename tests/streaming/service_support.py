@@ -13,7 +13,8 @@ from pathlib import Path
 _lock = threading.Lock()
 _bundle: Path | None = None
 _ray_started = False
-SERVE_PORT = 28_180  # outside Ray's worker port range 10002-19999
+# outside Ray's worker port range 10002-19999; VAD_TEST_SERVE_PORT lets two test runs share a machine
+SERVE_PORT = int(os.environ.get("VAD_TEST_SERVE_PORT", "28180"))
 
 
 def demo_bundle(root: Path) -> Path:
