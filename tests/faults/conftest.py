@@ -1,7 +1,8 @@
 """Fault-suite fixtures: damaged media, the real RTSP server (from tests/streaming), and a log witness.
 
 Every test module in tests/faults sets `pytestmark = pytest.mark.slow` (CI runs slow tests). The `log_witness` session fixture captures every log record
-the suite produces; its teardown fails the run if a test credential appears in any of them.
+the suite produces; its teardown fails the run if a test credential appears in any of them or in any log file
+of the suite's Ray session (actors' stdout/stderr, raylet, GCS, Serve).
 """
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ def log_witness():
     root.setLevel(old_level)
     leaked = find_secrets("\n".join(handler.lines))
     assert not leaked, f"credentials {leaked} appeared in the suite's log output"
+    hits = _ray_log_hits()
+    assert not hits, f"credentials in Ray's log files of the suite: {hits}"
+
+
+def _ray_log_hits() -> list[str]:
+    """Files of this session's Ray logs (every actor's stdout/stderr, raylet, GCS, Serve) holding a credential."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return []
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    except Exception:  # noqa: BLE001 - Ray not used by the tests that ran
+        return []
+    hits = []
+    for f in logs.rglob("*"):
+        if f.is_file() and f.stat().st_size < 50_000_000 and find_secrets(f.read_text(errors="replace")):
+            hits.append(f.name)
+    return hits
 
 
 @pytest.fixture(scope="session")
