@@ -9,6 +9,7 @@ ROWS = [
     ("ae", "AE, no PAs (spatial AE alone)"),
     ("spatial-pa", "+ spatial PAs (ours: object masks, Telea fallback inpainter)"),
     ("full", "+ temporal AE with flow mix-up PAs, aggregate (0.65, 0.25) / 0.9, D off"),
+    ("ae-temporal", "AE without PAs + temporal AE with flow mix-up, aggregate, D off"),
     ("ae-temporal-nopa", "AE + temporal AE, both without PAs, aggregate"),
     ("skip-frame", "LNTRA skip-frame (p 0.2, strides 2-5)"),
     ("patch", "LNTRA patch (p 0.2, procedural intruders)"),

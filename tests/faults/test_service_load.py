@@ -6,7 +6,7 @@ latency bounded by the drop policy, and windows the scorer cannot take dropped a
 end): every window made is scored, dropped or in flight. The model is the paper's spatial AE (channels
 96/128/256) at the paper's 256x256 with seeded random weights, 0.5-1.1 s per window on one core here, so the
 scorer is the bottleneck: N = VAD_FAULTS_LOAD_CAMERAS (default 2) cameras at 5 fps (0.31 windows/s each) fit;
-at 2N a scorer that falls behind must shed the excess by the drop policy (counted), not queue it. max_batch is 2:
+at 2N a scorer that falls behind must shed the excess by the drop policy (counted), not queue it. max_batch is 1:
 the scorer's memory grows with max_batch x window size (measured: +2.2 GB with max_batch 16 at 256x256). With the tiny demo model the limit is memory instead (about
 300 MB per camera actor process): bench/faults.py measures both. Each phase VAD_FAULTS_LOAD_S s (default 40).
 """
@@ -35,7 +35,7 @@ def camera(k: int) -> dict:
 def load_app_args(bundle, db, port: int, cameras: list[dict]) -> dict:
     return {
         "cameras": cameras,
-        "scorer": {"bundle": str(bundle), "build_demo_bundle": False, "devices": ["cpu"], "max_batch": 2,
+        "scorer": {"bundle": str(bundle), "build_demo_bundle": False, "devices": ["cpu"], "max_batch": 1,
                    "max_wait_ms": 50, "max_pending_per_camera": 2, "torch_threads": 1, "num_cpus": 0.25},
         "camera_num_cpus": 0.05,
         "events": {"path": str(db)},
