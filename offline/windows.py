@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from offline.readers.windows import window_starts
+
 
 def plan_windows(n_frames: int, window: int = 16, stride: int = 16, frame: str = "all") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plan windows covering every frame of a clip.
@@ -22,12 +24,7 @@ def plan_windows(n_frames: int, window: int = 16, stride: int = 16, frame: str =
         return starts, which, np.arange(n_frames) - starts_per_frame
     if frame != "all":
         raise ValueError(f"frame must be 'all' or 'center', got {frame!r}")
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    starts = list(range(0, n_frames - window + 1, stride))
-    if starts[-1] != n_frames - window:
-        starts.append(n_frames - window)
-    starts_arr = np.array(starts)
+    starts_arr = np.array(window_starts(n_frames, window, stride, cover_end=True))
     which = np.empty(n_frames, dtype=np.int64)
     for i, s in enumerate(starts_arr):
         which[s : s + window] = i
