@@ -169,7 +169,7 @@ def s3_corrupt_rtsp(m: Media) -> dict:
     finally:
         loop.stop()
         server.stop()
-    first = rec.wait("streaming", 0)[0]
+    rec.wait("streaming", 0)
     return row("3 corrupt H.264 over RTSP", f"{m.corrupt_counts['flipped_bytes']} bytes flipped in "
                f"{m.corrupt_counts['damaged_packets']}/{m.corrupt_counts['packets']} packets",
                "yes" if alive and "error" not in rec.states() else "no", 0.0, "0 skipped",
@@ -458,35 +458,10 @@ def s6_service_sigterm(m: Media) -> dict:
 
 
 def s7_service_load(m: Media) -> dict:
-    import requests
-    from ray import serve
-
-    from offline.bundle import random_bundle
-    from streaming.app import build_app
-    from tests.faults.test_service_load import CHANNELS, SIZE, camera, load_app_args
-    from tests.faults.tools.service_load import observe
-    from tests.streaming.service_support import SERVE_PORT, ensure_ray
+    from tests.faults.tools.service_load import run_n_then_2n
 
     n, seconds = LOAD_CAMERAS, LOAD_SECONDS
-    work = Path(tempfile.mkdtemp(prefix="vad-load-"))
-    bundle = random_bundle(work / "bundle", size=SIZE, temporal=False, channels=CHANNELS)
-    ensure_ray()
-    serve.run(build_app(load_app_args(bundle, work / "events.db", SERVE_PORT, [camera(k) for k in range(n)])),
-              name="benchload", route_prefix="/benchload")
-    base = f"http://127.0.0.1:{SERVE_PORT}/benchload"
-
-    def get(path: str):
-        return requests.get(base + path, timeout=30)
-
-    try:
-        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), 180, "scores", poll_s=0.5)
-        one = observe(get, seconds, warmup_s=20.0)
-        for k in range(n, 2 * n):
-            requests.post(base + "/cameras", json=camera(k), timeout=60)
-        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), 180, "scores", poll_s=0.5)
-        two = observe(get, seconds, warmup_s=20.0)
-    finally:
-        serve.delete("benchload")
+    one, two = run_n_then_2n(Path(tempfile.mkdtemp(prefix="vad-load-")), n, seconds, "benchload", wait_s=180.0)
 
     def fmt(r: dict) -> str:
         return (f"{r['cameras']} cams: scored {r['fps_scored_mean']}/{r['fps_target']} fps, {r['windows_dropped']} windows "

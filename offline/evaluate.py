@@ -24,6 +24,7 @@ from offline.frame_difference import frame_difference
 from offline.frame_scorer import FrameScorer
 from offline.metrics import macro_auc, micro_auc, per_clip_auc, pooled_roc
 from offline.plots import plot_clip_scores, plot_roc
+from offline.readers.windows import flow_pair_index
 from offline.windows import plan_windows
 
 logger = logging.getLogger(__name__)
@@ -48,17 +49,16 @@ def clip_flow(detector, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     TV-L1 for every window; each window gets exactly the pairs `window_flow` would compute.
     """
     from offline.flow import encode_flow, to_gray255
+    from offline.flow.cache import clip_flow as pair_flow
 
-    gray = to_gray255(x, channel_dim=0)  # (N, H, W) in [0, 255]
-    parts = [detector.flow_estimator(gray[i : min(i + batch, len(gray) - 1)], gray[i + 1 : min(i + batch, len(gray) - 1) + 1])
-             for i in range(0, len(gray) - 1, batch)]
-    return encode_flow(torch.cat(parts).float().cpu(), detector.config.flow.clip).permute(1, 0, 2, 3)
+    gray = to_gray255(x, channel_dim=0).numpy()  # (N, H, W) in [0, 255], window_flow's conversion
+    raw = torch.from_numpy(pair_flow(gray, detector.flow_estimator, batch, dtype=np.float32))
+    return encode_flow(raw, detector.config.flow.clip).permute(1, 0, 2, 3)
 
 
 def window_of_flow(flow: torch.Tensor, start: int, window: int) -> torch.Tensor:
     """(3, T, H, W) window of clip flow: index t is flow t -> t+1, the last index repeats the previous one."""
-    idx = torch.clamp(torch.arange(start, start + window), max=start + window - 2)
-    return flow[:, idx]
+    return flow[:, torch.from_numpy(flow_pair_index(start, window))]
 
 
 def raw_components_detector(detector, frames: np.ndarray, stride: int, frame_mode: str, batch: int) -> dict[str, np.ndarray | None]:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from offline.pa_sampler import SpatialPA, TemporalPA, item_rng
 from offline.readers.base import Clip
-from offline.readers.windows import window_starts
+from offline.readers.windows import flow_pair_index, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ClipData:
 
     def flow_window(self, start: int, window: int) -> torch.Tensor:
         """Raw flow of a window (2, T, H, W): index t is flow t -> t+1, the last index repeats the previous one."""
-        idx = np.minimum(np.arange(start, start + window), start + window - 2)
+        idx = flow_pair_index(start, window)
         return torch.from_numpy(self.flow[idx].astype(np.float32)).permute(1, 0, 2, 3).contiguous()
 
 
@@ -61,13 +61,9 @@ def gray255(frames: np.ndarray) -> torch.Tensor:
 
 def add_flow(data: ClipData, flow_estimator, batch: int = 16) -> ClipData:
     """Raw flow of every consecutive frame pair, stored as float16: (N - 1, 2, H, W)."""
-    g = gray255(data.frames)
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(g) - 1, batch):
-            j = min(i + batch, len(g) - 1)
-            parts.append(flow_estimator(g[i:j], g[i + 1 : j + 1]).float().cpu().numpy().astype(np.float16))
-    data.flow = np.concatenate(parts)
+    from offline.flow.cache import clip_flow
+
+    data.flow = clip_flow(gray255(data.frames).numpy(), flow_estimator, batch)
     return data
 
 

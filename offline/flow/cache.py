@@ -43,13 +43,17 @@ def gray_frames(frames_rgb: np.ndarray) -> np.ndarray:
     return frames_rgb.astype(np.float32) @ np.asarray(LUMA, dtype=np.float32)
 
 
-def clip_flow(gray: np.ndarray, est: FlowEstimator, batch: int = 16, progress=None) -> np.ndarray:
-    """Flow of all consecutive pairs of (N, H, W) gray frames -> (N - 1, 2, H, W) float16, `batch` pairs per call."""
+@torch.no_grad()
+def clip_flow(gray: np.ndarray, est: FlowEstimator, batch: int = 16, progress=None, dtype=np.float16) -> np.ndarray:
+    """Flow of all consecutive pairs of (N, H, W) gray frames -> (N - 1, 2, H, W) `dtype`, `batch` pairs per call.
+
+    The one batched pair loop: the flow cache (float16), training clips and `vad eval` (float32) all call it.
+    """
     g = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
-    out = np.empty((max(len(g) - 1, 0), 2, *g.shape[1:]), dtype=np.float16)
+    out = np.empty((max(len(g) - 1, 0), 2, *g.shape[1:]), dtype=dtype)
     for i in range(0, len(g) - 1, batch):
         j = min(i + batch, len(g) - 1)
-        out[i:j] = est(g[i:j], g[i + 1 : j + 1]).float().cpu().numpy().astype(np.float16)
+        out[i:j] = est(g[i:j], g[i + 1 : j + 1]).float().cpu().numpy().astype(dtype)
         if progress is not None:
             progress.update(j - i)
     return out

@@ -22,6 +22,12 @@ def window_starts(num_frames: int, window: int, stride: int, cover_end: bool = T
     return starts
 
 
+def flow_pair_index(start: int, window: int) -> np.ndarray:
+    """Which frame pairs (pair i = flow from frame i to i+1) make a window's flow: index t is pair start + t, the
+    last index repeats the previous one (a window of T frames has T - 1 pairs; `window_flow`'s convention)."""
+    return np.minimum(np.arange(start, start + window), start + window - 2)
+
+
 def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 RGB frames to float32 in [-1, 1], channels first.
 

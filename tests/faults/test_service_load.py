@@ -16,32 +16,13 @@ import os
 
 import pytest
 
-from tests.faults.tools.service_load import observe
-from tests.faults.tools.watch import wait_for
+from tests.faults.tools.service_load import FPS, run_n_then_2n
 
 pytestmark = pytest.mark.slow
 requests = pytest.importorskip("requests")
 N = int(os.environ.get("VAD_FAULTS_LOAD_CAMERAS", "2"))
 SECONDS = float(os.environ.get("VAD_FAULTS_LOAD_S", "45"))
-FPS = 5.0
-SIZE, CHANNELS = 256, (96, 128, 256)
 LATENCY_BOUND_S = 15.0  # stated: window (3.2 s) + the scorer's queue (2 windows per camera, batched) + slack
-
-
-def camera(k: int) -> dict:
-    return {"name": f"load{k:02d}", "url": f"demo://street?seed={k}&fps=10&size={SIZE}", "fps": FPS}
-
-
-def load_app_args(bundle, db, port: int, cameras: list[dict]) -> dict:
-    return {
-        "cameras": cameras,
-        "scorer": {"bundle": str(bundle), "build_demo_bundle": False, "devices": ["cpu"], "max_batch": 1,
-                   "max_wait_ms": 50, "max_pending_per_camera": 2, "torch_threads": 1, "num_cpus": 0.25},
-        "camera_num_cpus": 0.05,
-        "events": {"path": str(db)},
-        "http": {"host": "127.0.0.1", "port": port},
-        "namespace": "vadload",
-    }
 
 
 def check_phase(r: dict, overloaded: bool) -> None:
@@ -58,32 +39,7 @@ def check_phase(r: dict, overloaded: bool) -> None:
 
 
 def test_n_then_2n_cameras_memory_flat_drops_counted_no_actor_dies(tmp_path):
-    from ray import serve
-
-    from offline.bundle import random_bundle
-    from streaming.app import build_app
-    from tests.streaming.service_support import SERVE_PORT, ensure_ray
-
-    bundle = random_bundle(tmp_path / "bundle", size=SIZE, temporal=False, channels=CHANNELS)
-    ensure_ray()
-    serve.run(build_app(load_app_args(bundle, tmp_path / "events.db", SERVE_PORT, [camera(k) for k in range(N)])),
-              name="load", route_prefix="/load")
-    base = f"http://127.0.0.1:{SERVE_PORT}/load"
-
-    def get(path: str):
-        return requests.get(base + path, timeout=30)
-
-    try:
-        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), 120, "every camera scored",
-                 poll_s=0.5)
-        one = observe(get, SECONDS, warmup_s=20.0)
-        for k in range(N, 2 * N):
-            assert requests.post(base + "/cameras", json=camera(k), timeout=60).status_code == 201
-        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), 120, "2N cameras scored",
-                 poll_s=0.5)
-        two = observe(get, SECONDS, warmup_s=20.0)
-    finally:
-        serve.delete("load")
+    one, two = run_n_then_2n(tmp_path, N, SECONDS, "load", wait_s=120.0)
     print(f"\nload N={N}: {one}\nload 2N={2 * N}: {two}")
     check_phase(one, overloaded=False)
     check_phase(two, overloaded=True)

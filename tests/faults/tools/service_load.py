@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+FPS = 5.0
+SIZE, CHANNELS = 256, (96, 128, 256)  # the paper's spatial AE at 256x256: the scorer, not memory, is the bottleneck
 MEMORY_BOUND_FRACTION = 0.10  # stated bound: growth after warm-up <= 10 % + 256 MiB (torch's CPU allocator
 MEMORY_BOUND_MB = 256.0  # keeps buffers per batch shape it has seen, ~200 MB at 256x256; a leak grows without end)
 
@@ -78,3 +80,54 @@ def observe(get: Callable[[str], object], seconds: float, warmup_s: float = 10.0
         "in_flight_max": max(unaccounted.values()),
         "in_flight_min": min(unaccounted.values()),
     }
+
+
+def camera(k: int) -> dict:
+    return {"name": f"load{k:02d}", "url": f"demo://street?seed={k}&fps=10&size={SIZE}", "fps": FPS}
+
+
+def load_app_args(bundle, db, port: int, cameras: list[dict]) -> dict:
+    return {
+        "cameras": cameras,
+        "scorer": {"bundle": str(bundle), "build_demo_bundle": False, "devices": ["cpu"], "max_batch": 1,
+                   "max_wait_ms": 50, "max_pending_per_camera": 2, "torch_threads": 1, "num_cpus": 0.25},
+        "camera_num_cpus": 0.05,
+        "events": {"path": str(db)},
+        "http": {"host": "127.0.0.1", "port": port},
+        "namespace": "vadload",
+    }
+
+
+def run_n_then_2n(work: Path, n: int, seconds: float, name: str, wait_s: float) -> tuple[dict, dict]:
+    """Scenario 7 on the shared Ray: an app `name` with n cameras observed for `seconds`, then n more added at
+    run time and observed again; returns the two `observe` summaries. The app is deleted afterwards."""
+    import requests
+    from ray import serve
+
+    from offline.bundle import random_bundle
+    from streaming.app import build_app
+    from tests.faults.tools.watch import wait_for
+    from tests.streaming.service_support import SERVE_PORT, ensure_ray
+
+    bundle = random_bundle(work / "bundle", size=SIZE, temporal=False, channels=CHANNELS)
+    ensure_ray()
+    serve.run(build_app(load_app_args(bundle, work / "events.db", SERVE_PORT, [camera(k) for k in range(n)])),
+              name=name, route_prefix=f"/{name}")
+    base = f"http://127.0.0.1:{SERVE_PORT}/{name}"
+
+    def get(path: str):
+        return requests.get(base + path, timeout=30)
+
+    try:
+        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), wait_s, "every camera scored",
+                 poll_s=0.5)
+        one = observe(get, seconds, warmup_s=20.0)
+        for k in range(n, 2 * n):
+            r = requests.post(base + "/cameras", json=camera(k), timeout=60)
+            assert r.status_code == 201, r.text
+        wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), wait_s, "2N cameras scored",
+                 poll_s=0.5)
+        two = observe(get, seconds, warmup_s=20.0)
+    finally:
+        serve.delete(name)
+    return one, two
