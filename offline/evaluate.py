@@ -24,7 +24,7 @@ from offline.frame_difference import frame_difference
 from offline.frame_scorer import FrameScorer
 from offline.metrics import macro_auc, micro_auc, per_clip_auc, pooled_roc
 from offline.plots import plot_clip_scores, plot_roc
-from offline.readers.windows import flow_pair_index
+from offline.readers.windows import flow_pair_index, to_model_range
 from offline.windows import plan_windows
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def window_of_flow(flow: torch.Tensor, start: int, window: int) -> torch.Tensor:
 def raw_components_detector(detector, frames: np.ndarray, stride: int, frame_mode: str, batch: int) -> dict[str, np.ndarray | None]:
     """Per-frame raw components of one clip, (N, H, W, 3) uint8, through Detector.score on planned windows."""
     starts, which, offset = plan_windows(len(frames), detector.window, stride, frame_mode)
-    x = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)  # (3, N, H, W) in [-1, 1]
+    x = to_model_range(frames)  # (N, H, W, 3) uint8 -> (3, N, H, W) in [-1, 1]
     flow = clip_flow(detector, x) if detector.temporal is not None else None
     per_window: list = []
     for i in range(0, len(starts), batch):

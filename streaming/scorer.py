@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from offline.frame_scorer import FrameScorer
+from offline.readers.windows import to_model_range
 
 
 class WindowLike(Protocol):
@@ -121,8 +122,7 @@ class PendingWindows:
 
 def to_model_input(frames: Sequence[np.ndarray]) -> torch.Tensor:
     """List of (T, H, W, 3) uint8 windows -> (B, 3, T, H, W) float32 in [-1, 1], the Detector's input."""
-    x = torch.from_numpy(np.stack([np.asarray(f) for f in frames]))  # (B, T, H, W, 3) uint8
-    return x.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+    return to_model_range(np.stack([np.asarray(f) for f in frames]))  # (B, T, H, W, 3) uint8 -> (B, 3, T, H, W)
 
 
 @dataclass
