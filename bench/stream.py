@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--bundle", default="paper")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--flow-backend", default=None, help="override the bundle's flow backend (torch, opencv)")
+    s.add_argument("--chunk", type=int, default=None,
+                   help="windows per forward pass (default: Detector.CPU_CHUNK on CPU, whole batch on GPU; 0 = whole batch)")
     for p in (f, s):
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -166,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = _bundle(args.bundle, Path(tmp))
         if args.cmd == "scorer":
-            det = Detector.load(bundle, args.device, flow_backend=args.flow_backend)
-            result = {"env": env, "bundle": args.bundle, "device": str(det.device),
+            chunk = None if args.chunk is None else (args.chunk or 1 << 30)
+            det = Detector.load(bundle, args.device, flow_backend=args.flow_backend, chunk=chunk)
+            result = {"env": env, "bundle": args.bundle, "device": str(det.device), "chunk": args.chunk,
                       "rows": run_scorer(det, [int(b) for b in args.batches.split(",")], args.seconds)}
         else:
             from streaming.demo_feed import write_demo_video

@@ -47,9 +47,25 @@ class Detector:
         bundle: a loaded bundle (or use `Detector.load(path)`).
         device: "cpu", "cuda", "cuda:1", ...
         flow_backend: override the bundle's flow backend ("torch", "opencv", "auto").
+        chunk: most windows per forward pass; None = `CPU_CHUNK` on a CPU, the whole batch on a GPU.
+
+    On a CPU, PyTorch runs a batch-1 3D convolution with its native im2col kernel and a larger batch with
+    oneDNN, whose throughput per window peaks at a few windows and falls once the activations outgrow the
+    caches (bench/RESULTS.md: demo bundle, 1 thread, 186 windows/s at batch 1, ~370 in chunks of 2-4,
+    ~220 as one batch of 64). So CPU batches are scored in chunks of a few windows, channels-last.
     """
 
-    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", flow_backend: str | None = None):
+    CPU_CHUNK = 4
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        flow_backend: str | None = None,
+        chunk: int | None = None,
+    ):
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.bundle = bundle
         self.config = bundle.config
         self.device = torch.device(device)
@@ -69,14 +85,16 @@ class Detector:
             from offline.clip_features import ClipFeatureExtractor
 
             self.features = ClipFeatureExtractor(self.config.clip_model_path, device=self.device)
-        if self.device.type == "cuda":
-            self.spatial = self.spatial.to(memory_format=torch.channels_last_3d)
-            if self.temporal is not None:
-                self.temporal = self.temporal.to(memory_format=torch.channels_last_3d)
+        self.chunk = chunk if chunk is not None else (self.CPU_CHUNK if self.device.type == "cpu" else None)
+        self.spatial = self.spatial.to(memory_format=torch.channels_last_3d)
+        if self.temporal is not None:
+            self.temporal = self.temporal.to(memory_format=torch.channels_last_3d)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", flow_backend: str | None = None) -> "Detector":
-        return cls(load_bundle(path), device, flow_backend)
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", flow_backend: str | None = None, chunk: int | None = None
+    ) -> "Detector":
+        return cls(load_bundle(path), device, flow_backend, chunk)
 
     @property
     def size(self) -> int:
@@ -117,6 +135,21 @@ class Detector:
     def score(self, frames: torch.Tensor, flow: torch.Tensor | None = None, return_maps: bool = False) -> WindowScores:
         """frames (B, 3, T, H, W) in [-1, 1]; flow: encoded flow of the same shape, computed here when None."""
         self._check(frames)
+        n = frames.shape[0]
+        if self.chunk is None or n <= self.chunk:
+            return self._score(frames, flow, return_maps)
+        parts = [
+            self._score(frames[s : s + self.chunk], None if flow is None else flow[s : s + self.chunk], return_maps)
+            for s in range(0, n, self.chunk)
+        ]
+        return WindowScores(
+            **{
+                f: None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
+                for f in ("psnr", "flow_error", "disc_prob", "error_map")
+            }
+        )
+
+    def _score(self, frames: torch.Tensor, flow: torch.Tensor | None, return_maps: bool) -> WindowScores:
         x = frames.to(self.device, torch.float32, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         with autocast:

@@ -96,3 +96,20 @@ def test_random_bundle_is_seeded(tmp_path):
     b = load_bundle(random_bundle(tmp_path / "b", size=32, temporal=False, channels=SMALL, seed=3))
     assert all(torch.equal(a.spatial.state_dict()[k], v) for k, v in b.spatial.state_dict().items())
     assert a.config.notes["untrained"] is True
+
+
+def test_chunked_scoring_matches_one_pass(tmp_path):
+    """CPU chunks (Detector.CPU_CHUNK) are a speed choice only: every field matches one whole-batch pass."""
+    path = random_bundle(tmp_path / "t", size=32, temporal=True, channels=SMALL, seed=1)
+    x = torch.rand(7, 3, 16, 32, 32) * 2 - 1
+    flow = torch.rand(7, 3, 16, 32, 32) * 2 - 1  # given, so each chunk must take its own slice of it
+    whole = Detector.load(path, chunk=7).score(x, flow, return_maps=True)
+    default = Detector.load(path)
+    assert default.chunk == Detector.CPU_CHUNK
+    for d in (default, Detector.load(path, chunk=1)):
+        parts = d.score(x, flow, return_maps=True)
+        for field in ("psnr", "flow_error", "error_map"):
+            a, b = getattr(whole, field), getattr(parts, field)
+            assert a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5), field
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        Detector.load(path, chunk=0)
