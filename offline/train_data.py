@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from offline.pa_sampler import SpatialPA, TemporalPA, item_rng
 from offline.readers.base import Clip
-from offline.readers.windows import flow_pair_index, window_starts
+from offline.readers.windows import flow_pair_index, scale_uint8, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ClipData:
 
     def get(self, idx: np.ndarray) -> torch.Tensor:
         """Frames at `idx` -> (3, len, H, W) float32 in [-1, 1]."""
-        f = torch.from_numpy(self.frames[idx]).float().div_(127.5).sub_(1.0)  # (L, H, W, C)
+        f = scale_uint8(self.frames[idx])  # (L, H, W, C)
         if f.shape[-1] == 1:
             f = f.expand(*f.shape[:-1], 3)
         return f.permute(3, 0, 1, 2).contiguous()
@@ -55,8 +55,7 @@ def gray255(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, H, W) float luma in [0, 255], the flow package's conversion (as at inference)."""
     from offline.flow import to_gray255
 
-    f = torch.from_numpy(frames).float().div(127.5).sub(1.0)
-    return to_gray255(f, channel_dim=-1)
+    return to_gray255(scale_uint8(frames), channel_dim=-1)
 
 
 def add_flow(data: ClipData, flow_estimator, batch: int = 16) -> ClipData:

@@ -31,6 +31,7 @@ from offline.autoencoder import Autoencoder
 from offline.config import Config, FlowConfig
 from offline.noise_generator import NoiseGenerator
 from offline.pa.baselines import learned_noise_pa, noise_generator_loss
+from offline.pa.intruders import load_intruders
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +138,6 @@ def flow_tools(flow_cfg: FlowConfig, device: torch.device):
     return est, (lambda flow: encode_flow(flow, flow_cfg.clip))
 
 
-def load_intruders(cfg: Config, size: int) -> torch.Tensor:
-    """LNTRA intruder images: files from pa.intruder_dir, else procedural textures (nothing downloaded)."""
-    from offline.pa.baselines import generated_intruders
-
-    if cfg.pa.intruder_dir is None:
-        return generated_intruders(64, size, np.random.default_rng(cfg.pa.seed))
-    from PIL import Image
-
-    files = sorted(p for p in Path(cfg.pa.intruder_dir).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    if not files:
-        raise ValueError(f"pa.intruder_dir: {cfg.pa.intruder_dir} holds no .png/.jpg images")
-    imgs = [np.asarray(Image.open(f).convert("RGB").resize((size, size))) for f in files]
-    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "train", data=None, progress: bool = True):
     """The TrainWindows of the run's target (spatial or temporal) with its PA sampler; `data` reuses decoded clips."""
     from offline.datasets import open_from_config
@@ -183,7 +169,7 @@ def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "tr
 
             inpainter = make_inpainter(cfg.pa.ldm_path, cfg.pa.ldm_steps, str(device))
         if cfg.pa.spatial == "patch":
-            intruders = load_intruders(cfg, cfg.data.size)
+            intruders = load_intruders(cfg.pa.intruder_dir, size=cfg.data.size, count=64, seed=cfg.pa.seed)
         spatial = SpatialPA.from_config(cfg.pa, cfg.data.window, inpainter, intruders)
     if part == "train" and target == "temporal" and cfg.pa.temporal != "none":
         temporal = TemporalPA.from_config(cfg.pa)

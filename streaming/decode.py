@@ -33,8 +33,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
+from offline.readers.decode import resize
 from streaming.backoff import Backoff
-from streaming.ring_buffer import FrameResampler, RingBuffer, Window, resize_frame
+from streaming.ring_buffer import FrameResampler, RingBuffer, Window
 
 logger = logging.getLogger(__name__)
 
@@ -565,7 +566,7 @@ class IngestLoop:
                             self.counters.retry_in_s = None
                         self._set_state("streaming", "")
                     keep = resampler.keep(frame.pts_s)
-                    rgb = resize_frame(frame.rgb, s.size) if keep else None
+                    rgb = resize(frame.rgb, s.size) if keep else None
                     now = time.monotonic()
                     with self._lock:
                         c = self.counters

@@ -3,7 +3,7 @@
 The bundle is small enough for a 2-core CPU: a spatial autoencoder with the paper's layout but narrow
 channels, at 64x64, no temporal AE (TV-L1 flow costs ~0.3 s per frame pair on such a CPU) and no
 discriminator. Training frames go through the streaming path itself (demo feed at 25 fps -> FrameResampler
-to the analysis rate -> resize_frame), so the model sees exactly what the service will feed it. Windows
+to the analysis rate -> resize), so the model sees exactly what the service will feed it. Windows
 containing the feed's anomaly (a vehicle crossing) are left out of training; a later stretch with anomalies
 measures the bundle (frame AUC, stored in the bundle's notes). Same seed and torch build -> same weights.
 """
@@ -20,9 +20,10 @@ import torch
 
 from offline.autoencoder import Autoencoder
 from offline.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
+from offline.readers.decode import resize
 from offline.scoring import frame_psnr
 from streaming.demo_feed import DemoFeed
-from streaming.ring_buffer import FrameResampler, resize_frame
+from streaming.ring_buffer import FrameResampler
 from streaming.scorer import to_model_input
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def demo_frames(seconds: float, fps: float, size: int, seed: int = 0, start_s: f
     first = int(round(start_s * SOURCE_FPS))
     for i in range(first, first + int(round(seconds * SOURCE_FPS))):
         if resampler.keep(i / SOURCE_FPS):
-            frames.append(resize_frame(feed.frame(i), size))
+            frames.append(resize(feed.frame(i), size))
             labels.append(feed.is_anomalous(i))
     return np.stack(frames), np.asarray(labels, dtype=bool)
 

@@ -1,6 +1,6 @@
-"""Per-camera frame shaping before scoring: frame-rate resampling, resizing, and the 16-frame ring buffer.
+"""Per-camera frame shaping before scoring: frame-rate resampling and the 16-frame ring buffer.
 
-Pure: numpy (and torch only as a resize fallback); OpenCV is imported lazily inside `resize_frame`.
+Pure numpy. Frames are resized by `offline.readers.decode.resize`, the same function the dataset readers use.
 """
 from __future__ import annotations
 
@@ -122,33 +122,3 @@ class FrameResampler:
                 self._next = pts_s + self.period
             return True
         return False
-
-
-def resize_frame(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 frame to (size, size, 3) or (h, w, 3) with area interpolation when shrinking.
-
-    Area averaging matches how the offline datasets are resized; bilinear is used when enlarging.
-    """
-    h, w = (size, size) if isinstance(size, int) else size
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"resize_frame expects an (H, W, 3) frame, got shape {rgb.shape}")
-    if h < 1 or w < 1:
-        raise ValueError(f"resize_frame size must be positive, got {size}")
-    if rgb.shape[:2] == (h, w):
-        return rgb
-    shrinking = h <= rgb.shape[0] and w <= rgb.shape[1]
-    try:
-        import cv2  # lazy: fast path; the module itself stays numpy-only at import time
-
-        interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        return cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=interp)
-    except ImportError:
-        import torch
-        import torch.nn.functional as F
-
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-        if shrinking:
-            y = F.interpolate(x, size=(h, w), mode="area")
-        else:
-            y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 
 from offline.pa.baselines import generated_intruders
+from offline.readers.decode import resize
+from offline.readers.windows import to_model_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -28,6 +30,6 @@ def load_intruders(folder: Path | None, size: int = 128, count: int = 64, seed: 
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"pa.intruder_dir: {path} is not a readable image")
-        rgb = cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-        images.append(torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1)
+        rgb = cv2.cvtColor(resize(bgr, size), cv2.COLOR_BGR2RGB)
+        images.append(to_model_range(rgb))  # (3, size, size)
     return torch.stack(images)

@@ -84,8 +84,20 @@ def decode_images(files: tuple[Path, ...]) -> Iterator[np.ndarray]:
         yield image
 
 
-def resize(frame: np.ndarray, size: int | None) -> np.ndarray:
-    """Resize (H, W, 3) to (size, size, 3) with area interpolation; None or a matching size is a no-op."""
-    if size is None or frame.shape[:2] == (size, size):
+def resize(frame: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
+    """Resize an (H, W, C) frame to (size, size, C) or (h, w, C) with area interpolation; None or the same size: as is.
+
+    The project's one resize: dataset readers and live ingest (streaming.decode) both call it, so a bundle sees
+    camera frames prepared exactly like the frames it was trained on.
+    """
+    if frame.ndim != 3:
+        raise ValueError(f"resize expects an (H, W, C) frame, got shape {frame.shape}")
+    if size is None:
         return frame
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < 1 or w < 1:
+        raise ValueError(f"resize size must be positive, got {size}")
+    if frame.shape[:2] == (h, w):
+        return frame
+    out = cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=cv2.INTER_AREA)
+    return out if out.ndim == 3 else out[..., None]  # OpenCV drops a single channel axis

@@ -28,6 +28,14 @@ def flow_pair_index(start: int, window: int) -> np.ndarray:
     return np.minimum(np.arange(start, start + window), start + window - 2)
 
 
+def scale_uint8(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 pixel values to float32 in [-1, 1], layout unchanged (the models' value range)."""
+    x = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 pixels, got {x.dtype}")
+    return x.to(torch.float32).div_(127.5).sub_(1.0)
+
+
 def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 RGB frames to float32 in [-1, 1], channels first.
 
@@ -36,7 +44,7 @@ def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
     if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames of shape (..., H, W, 3), got {x.dtype} {tuple(x.shape)}")
-    x = x.to(torch.float32).div_(127.5).sub_(1.0)
+    x = scale_uint8(x)
     return x.movedim(-1, -3 if x.ndim == 3 else -4)
 
 

@@ -21,7 +21,9 @@ from offline.datasets import (
     to_model_range,
     window_starts,
 )
+from offline.readers.decode import resize
 from offline.readers.labels import parse_ucsd_m
+from offline.readers.windows import scale_uint8
 
 # --- synthetic footage helpers -------------------------------------------------------------------
 
@@ -94,6 +96,10 @@ def test_model_range_round_trip_and_layout():
     np.testing.assert_array_equal(from_model_range(x[None])[0], frames)  # batched (B, 3, T, H, W)
     with pytest.raises(ValueError, match="uint8"):
         to_model_range(np.zeros((4, 4, 3), np.float32))
+    gray = scale_uint8(np.array([[[0], [255]]], np.uint8))  # any layout, e.g. 1-channel training frames
+    assert gray.shape == (1, 2, 1) and gray.flatten().tolist() == [-1.0, 1.0]
+    with pytest.raises(ValueError, match="uint8"):
+        scale_uint8(np.zeros(3, np.float32))
 
 
 # --- real shared footage -------------------------------------------------------------------------
@@ -381,3 +387,34 @@ def test_layout_detection_errors(tmp_path):
     (tmp_path / "empty" / "training" / "frames" / "01").mkdir(parents=True)
     with pytest.raises(DataError, match=r"frames/01: no image frames"):
         open_dataset(tmp_path / "empty")
+
+
+def test_resize_on_real_footage(vtest):
+    import av
+
+    with av.open(str(vtest)) as c:
+        rgb = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert rgb.shape == (576, 768, 3)
+    small = resize(rgb, 256)
+    assert small.shape == (256, 256, 3) and small.dtype == np.uint8
+    # area interpolation keeps the mean brightness and a blurred version of the content
+    assert abs(float(small.mean()) - float(rgb.mean())) < 1.0
+    rect = resize(rgb, (120, 160))
+    assert rect.shape == (120, 160, 3)
+    assert resize(small, 256) is small  # already the right size: no copy
+    up = resize(small, 300)
+    assert up.shape == (300, 300, 3)
+    gray = resize(rgb[..., :1], 64)  # single-channel frames keep their channel axis
+    assert gray.shape == (64, 64, 1)
+
+
+def test_resize_area_average_of_a_pattern():
+    # a 2x2 checkerboard of 0/255 shrunk by 2 averages to mid-gray everywhere
+    board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
+    rgb = np.repeat(board[..., None], 3, axis=2)
+    out = resize(rgb, 32)
+    assert np.abs(out.astype(int) - 128).max() <= 1
+    with pytest.raises(ValueError, match="size"):
+        resize(rgb, 0)
+    with pytest.raises(ValueError, match="shape"):  # (H, W) without a channel axis
+        resize(board, 32)

@@ -1,4 +1,4 @@
-"""RingBuffer, FrameResampler, resize_frame and Backoff: the pure frame-shaping parts of ingest."""
+"""RingBuffer, FrameResampler and Backoff: the pure frame-shaping parts of ingest."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streaming.backoff import Backoff
-from streaming.ring_buffer import FrameResampler, RingBuffer, Window, resize_frame
+from streaming.ring_buffer import FrameResampler, RingBuffer, Window
 
 
 def _frame(i: int, h: int = 8, w: int = 6) -> np.ndarray:
@@ -122,35 +122,6 @@ def test_resampler_none_keeps_everything_and_rejects_bad_rate():
     assert all(FrameResampler(None).keep(i / 100) for i in range(10))
     with pytest.raises(ValueError, match="target_fps"):
         FrameResampler(0)
-
-
-def test_resize_frame_on_real_footage(vtest):
-    import av
-
-    with av.open(str(vtest)) as c:
-        rgb = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    assert rgb.shape == (576, 768, 3)
-    small = resize_frame(rgb, 256)
-    assert small.shape == (256, 256, 3) and small.dtype == np.uint8
-    # area interpolation keeps the mean brightness and a blurred version of the content
-    assert abs(float(small.mean()) - float(rgb.mean())) < 1.0
-    rect = resize_frame(rgb, (120, 160))
-    assert rect.shape == (120, 160, 3)
-    assert resize_frame(small, 256) is small  # already the right size: no copy
-    up = resize_frame(small, 300)
-    assert up.shape == (300, 300, 3)
-
-
-def test_resize_frame_area_average_of_a_pattern():
-    # a 2x2 checkerboard of 0/255 shrunk by 2 averages to mid-gray everywhere
-    board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
-    rgb = np.repeat(board[..., None], 3, axis=2)
-    out = resize_frame(rgb, 32)
-    assert np.abs(out.astype(int) - 128).max() <= 1
-    with pytest.raises(ValueError, match="size"):
-        resize_frame(rgb, 0)
-    with pytest.raises(ValueError, match="shape"):
-        resize_frame(board, 32)
 
 
 def test_backoff_grows_caps_and_resets():
