@@ -18,8 +18,13 @@ any actor starts. The replica then starts one scorer actor per device and one ca
   PUT  /bundle  {"path": "/abs/dir"}   hot-swap the bundle: every scorer loads and validates it fully, then all
                                    switch between two batches; a refused bundle (checksum mismatch, unknown
                                    version, pickled weights, missing files, other input size) is 422 naming the
-                                   file and the reason, and the running bundle keeps scoring. Not persisted: a
-                                   restart of the service loads `scorer.bundle` of its config again.
+                                   file and the reason, and the running bundle keeps scoring; 403 when the path
+                                   (symlinks and `..` resolved) lies outside every `scorer.bundle_roots`.
+
+Persisted: cameras added, replaced or removed and the bundle swapped through the API are saved (streaming/state.py,
+`state.path`, default state.json beside events.path) and come back at the next start, unless the config's entry
+changed after the API change (the later wins: the stale API change is dropped with a warning naming it). A
+persisted bundle that no longer loads is logged and the config's `scorer.bundle` is used.
 
 Every route but /healthz needs `Authorization: Bearer <token>` when a token is configured. Request errors
 are 422 with one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`).
@@ -44,6 +49,7 @@ from ray import serve
 
 from offline.bundle import BundleError
 from offline.config import Strict
+from streaming import state as persisted
 from streaming.camera_actor import CameraActor
 from streaming.config import CameraConfig, ServiceConfig, parse_service_config, scrub
 from streaming.metrics import SnapshotCollector, VadMetrics
@@ -63,15 +69,17 @@ HEALTH_TIMEOUT_S = 2.0  # a restarting actor queues calls: answer 503 while it i
 
 
 def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
-    """Make the bundle and events paths absolute against `base` (actors may run in another directory)."""
-    bundle = cfg.scorer.bundle if cfg.scorer.bundle.is_absolute() else base / cfg.scorer.bundle
-    events = cfg.events.path if cfg.events.path.is_absolute() else base / cfg.events.path
-    return cfg.model_copy(
-        update={
-            "scorer": cfg.scorer.model_copy(update={"bundle": bundle}),
-            "events": cfg.events.model_copy(update={"path": events}),
-        }
-    )
+    """Make the bundle, bundle roots, events and state paths absolute against `base` (actors may run in another
+    directory); the roots and state file get their defaults (beside the bundle, beside the events database)."""
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    scorer = cfg.scorer.model_copy(update={"bundle": absolute(cfg.scorer.bundle)})
+    scorer = scorer.model_copy(update={"bundle_roots": [absolute(r) for r in cfg.scorer.bundle_roots]
+                                       if cfg.scorer.bundle_roots is not None else scorer.allowed_roots()})
+    events = cfg.events.model_copy(update={"path": absolute(cfg.events.path)})
+    cfg = cfg.model_copy(update={"scorer": scorer, "events": events})
+    return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
 
 
 def _devices(cfg: ServiceConfig) -> list[str]:
@@ -88,6 +96,7 @@ class Fleet:
         self.cfg = cfg
         self._lock = threading.RLock()
         self.cameras: dict[str, CameraConfig] = {}
+        self.sources: dict[str, Literal["config", "api"]] = {}  # where each running camera's config comes from
         self.camera_actors: dict[str, Any] = {}
         self.camera_scorer: dict[str, int] = {}
         self.actor_names: dict[str, str] = {}
@@ -96,6 +105,9 @@ class Fleet:
         self.scorer_actor_names: dict[str, str] = {}
         self.bundle = str(Path(cfg.scorer.bundle))  # the active bundle; a restarted scorer is brought back to it
         self._swap_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self.state_path = Path(cfg.state_file()) if cfg.state.persist else None
+        merged = self._load_state()
         s = cfg.scorer
         for device in _devices(cfg):
             gpu = device.startswith("cuda")
@@ -126,10 +138,61 @@ class Fleet:
         self.collector = SnapshotCollector()
         self._registry_lock = threading.Lock()
         self._alerts_seen: dict[str, int] = {}
-        for cam in cfg.cameras:
+        if merged.bundle is not None:
+            self._restore_bundle(merged.bundle)
+        from_api = self.state.api_cameras()
+        for cam in merged.cameras:
             self.add(cam)
+            self.sources[cam.name] = "api" if cam.name in from_api else "config"
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name="fleet-watch", daemon=True).start()
+
+    # ------------------------------------------------------------------------------------ persisted state
+    def _load_state(self) -> persisted.Merged:
+        """Read the state file and merge it with the config (the later change wins); log what was kept or dropped."""
+        state = persisted.State()
+        if self.state_path is not None:
+            state, notes = persisted.load(self.state_path)
+            for note in notes:
+                logger.log(note.level, "%s", note.message)
+        merged = persisted.merge(self.cfg, state)
+        for note in merged.notes:
+            logger.log(note.level, "state file %s: %s", self.state_path, note.message)
+        self.state = merged.state
+        if self.state != state:
+            self._save_state()
+        return merged
+
+    def _save_state(self) -> None:
+        """Write the state file; a failure is logged (the change stays live but will not survive a restart)."""
+        if self.state_path is None:
+            return
+        with self._state_lock:
+            try:
+                persisted.save(self.state_path, self.state)
+            except OSError as exc:
+                logger.error("state file %s: cannot save (%s: %s); runtime changes will not survive a restart",
+                             self.state_path, type(exc).__name__, exc)
+
+    def _record_camera(self, name: str, cam: CameraConfig | None) -> None:
+        with self._state_lock:
+            self.state = persisted.record_camera(self.state, self.cfg, name, cam, time.time())
+        self._save_state()
+
+    def _restore_bundle(self, path: str) -> None:
+        """Swap to the persisted bundle at start; one outside the roots or no longer loading falls back to the
+        config's `scorer.bundle` (logged naming it) and is forgotten."""
+        try:
+            self.cfg.scorer.confine(path)
+            self.swap_bundle(path)
+            return
+        except Exception as exc:  # noqa: BLE001 - PermissionError, BundleError, a scorer error: all fall back
+            cause = getattr(exc, "cause", None) or exc
+            logger.error("state file %s: persisted bundle %s not used (%s: %s); scoring with scorer.bundle %s",
+                         self.state_path, path, type(cause).__name__, scrub(str(cause))[:500], self.cfg.scorer.bundle)
+        with self._state_lock:
+            self.state = self.state.model_copy(update={"bundle": None})
+        self._save_state()
 
     def _watch(self, every_s: float = 1.0) -> None:
         """Give a restarted scorer back its cameras' alert settings (a fresh incarnation knows none) and the active
@@ -163,7 +226,8 @@ class Fleet:
             load[i] += 1
         return min(range(len(load)), key=load.__getitem__)
 
-    def add(self, cam: CameraConfig) -> None:
+    def add(self, cam: CameraConfig, *, via_api: bool = False) -> None:
+        """Start camera `cam` (KeyError if the name runs); `via_api` records it in the state file."""
         with self._lock:
             if cam.name in self.cameras:
                 raise KeyError(cam.name)
@@ -183,11 +247,16 @@ class Fleet:
             self.camera_actors[cam.name] = actor
             self.camera_scorer[cam.name] = i
             self.actor_names[cam.name] = actor_name
+            self.sources[cam.name] = "api" if via_api else "config"
             logger.info("camera %s added (%s, scorer %s)", cam.name, scrub(cam.url), self.scorers[i][0])
+            if via_api:
+                self._record_camera(cam.name, cam)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, via_api: bool = False) -> None:
+        """Stop and forget camera `name` (KeyError if unknown); `via_api` records the removal in the state file."""
         with self._lock:
             cam = self.cameras.pop(name)
+            self.sources.pop(name, None)
             actor = self.camera_actors.pop(name)
             i = self.camera_scorer.pop(name)
             self.actor_names.pop(name, None)
@@ -201,9 +270,11 @@ class Fleet:
             self._alerts_seen.pop(name, None)
             self.collector.remove(f"camera:{name}")
             logger.info("camera %s removed", name)
+            if via_api:
+                self._record_camera(name, None)
 
-    def update(self, cam: CameraConfig) -> str:
-        """Apply a new config; returns "alerts" (live change) or "restarted"."""
+    def update(self, cam: CameraConfig, *, via_api: bool = False) -> str:
+        """Apply a new config; returns "alerts" (live change) or "restarted"; `via_api` records it."""
         with self._lock:
             old = self.cameras[cam.name]
             changed = {k for k, v in cam.model_dump().items() if old.model_dump()[k] != v}
@@ -211,14 +282,22 @@ class Fleet:
                 scorer = self.scorers[self.camera_scorer[cam.name]][1]
                 ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()), timeout=CALL_TIMEOUT_S)
                 self.cameras[cam.name] = cam
-                return "alerts"
-            self.remove(cam.name)
-            self.add(cam)
-            return "restarted"
+                how = "alerts"
+            else:
+                source = self.sources[cam.name]
+                self.remove(cam.name)
+                self.add(cam)
+                self.sources[cam.name] = source
+                how = "restarted"
+            if via_api:
+                self.sources[cam.name] = "api" if cam != self.cfg.camera(cam.name) else "config"
+                self._record_camera(cam.name, cam)
+            return how
 
     # ----------------------------------------------------------------------------------------- bundle
-    def swap_bundle(self, path: str) -> dict[str, Any]:
-        """Hot-swap every scorer to the bundle at `path`: all load and validate it first, then all commit.
+    def swap_bundle(self, path: str, *, via_api: bool = False) -> dict[str, Any]:
+        """Hot-swap every scorer to the bundle at `path`: all load and validate it first, then all commit;
+        `via_api` records the swap in the state file.
 
         Raises BundleError (nothing changed) when any scorer refuses it; RuntimeError when a swap is under way.
         """
@@ -242,6 +321,10 @@ class Fleet:
                 ray.get(actor.commit_bundle.remote(sha), timeout=CALL_TIMEOUT_S)
             self.bundle = staged[0]["path"]
             logger.warning("bundle swapped: %s (%s) -> %s (%s)", previous.get("path"), previous.get("sha256"), path, sha)
+            if via_api:
+                with self._state_lock:
+                    self.state = persisted.record_bundle(self.state, self.cfg, self.bundle, time.time())
+                self._save_state()
             return {**staged[0], "previous": previous}
         finally:
             self._swap_lock.release()
@@ -290,6 +373,7 @@ class Fleet:
                 "name": name,
                 "url": scrub(cfg.url),
                 "actor": self.actor_names.get(name),
+                "source": self.sources.get(name, "config"),
                 "namespace": self.cfg.namespace,
                 "scorer": self.scorers[i][0],
                 "bundle": {"path": sc.get("bundle"), "sha256": sc.get("bundle_sha256")} if isinstance(sc, dict) else None,
@@ -507,7 +591,7 @@ class ControlPlane:
     def add_camera(self, cam: CameraConfig, request: Request) -> dict:
         self._auth(request)
         try:
-            self.fleet.add(cam)
+            self.fleet.add(cam, via_api=True)
         except KeyError:
             raise HTTPException(409, f"body.name: a camera named {cam.name!r} already exists") from None
         return self.fleet.status([cam.name])[0]
@@ -518,7 +602,7 @@ class ControlPlane:
         self._camera(name)
         if cam.name != name:
             raise HTTPException(422, f"body.name: {cam.name!r} differs from the path's camera {name!r} (rename = delete + add)")
-        how = self.fleet.update(cam)
+        how = self.fleet.update(cam, via_api=True)
         return {**self.fleet.status([name])[0], "applied": how}
 
     @api.patch("/cameras/{name}")
@@ -531,14 +615,14 @@ class ControlPlane:
             cam = CameraConfig.model_validate({**old.model_dump(), **changes})
         except ValidationError as exc:
             return _validation_response(exc, "body.")
-        how = self.fleet.update(cam)
+        how = self.fleet.update(cam, via_api=True)
         return {**self.fleet.status([name])[0], "applied": how}
 
     @api.delete("/cameras/{name}", status_code=204)
     def delete_camera(self, name: str, request: Request) -> Response:
         self._auth(request)
         self._camera(name)
-        self.fleet.remove(name)
+        self.fleet.remove(name, via_api=True)
         return Response(status_code=204)
 
     @api.get("/scorers")
@@ -562,7 +646,11 @@ class ControlPlane:
             raise HTTPException(422, f"body.path: must be an absolute path (the service's working directory is not "
                                      f"yours), got {body.path!r}")
         try:
-            return self.fleet.swap_bundle(body.path)
+            real = self.fleet.cfg.scorer.confine(body.path)  # symlinks and `..` resolved: neither escapes a root
+        except PermissionError as exc:
+            raise HTTPException(403, f"body.path: {exc}") from None
+        try:
+            return self.fleet.swap_bundle(str(real), via_api=True)
         except BundleError as exc:
             msg = scrub(str(exc))
             return JSONResponse({"detail": f"body.path: bundle refused, the running bundle keeps scoring: {msg}",
@@ -620,5 +708,7 @@ def build_app(args: dict) -> serve.Application:
     cfg = resolve_paths(cfg, base)
     data = dict(args)
     data["scorer"] = {**dict(args.get("scorer") or {}), "bundle": str(cfg.scorer.bundle)}
+    data["scorer"]["bundle_roots"] = [str(r) for r in cfg.scorer.allowed_roots()]
     data["events"] = {**dict(args.get("events") or {}), "path": str(cfg.events.path)}
+    data["state"] = {**dict(args.get("state") or {}), "path": str(cfg.state_file())}
     return ControlPlane.bind(data)

@@ -117,6 +117,27 @@ class ScorerConfig(Strict):
     )
     num_cpus: float = Field(1.0, ge=0, le=64, description="Ray CPUs reserved per CPU scorer")
     torch_threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads (None: torch's default)")
+    bundle_roots: list[Path] | None = Field(
+        None,
+        description="directories PUT /bundle may load from (symlinks and `..` resolved first); "
+        "default: the directory containing `bundle`; [] turns hot-swaps off",
+    )
+
+    def allowed_roots(self) -> list[Path]:
+        """The directories a hot-swapped bundle must lie in (`bundle_roots`, else the one holding `bundle`)."""
+        return list(self.bundle_roots) if self.bundle_roots is not None else [self.bundle.parent]
+
+    def confine(self, path: str | Path) -> Path:
+        """The real path of bundle `path` (symlinks, `..` resolved); PermissionError naming the field when it lies
+        outside every allowed root."""
+        real = Path(os.path.realpath(path))
+        roots = self.allowed_roots()
+        if any(real.is_relative_to(os.path.realpath(r)) for r in roots):
+            return real
+        shown = str(path) if str(real) == str(path) else f"{path} (resolves to {real})"
+        raise PermissionError(
+            f"{shown} is outside the allowed bundle directories (scorer.bundle_roots: {[str(r) for r in roots]})"
+        )
 
     @field_validator("devices")
     @classmethod
@@ -135,6 +156,17 @@ class EventsConfig(Strict):
     path: Path = Field(Path("runs/events.db"), description="SQLite file of alert events (shared by all scorers)")
     retention_days: float = Field(30.0, gt=0, le=3650)
     max_events: int = Field(10_000, ge=1)
+
+
+class StateConfig(Strict):
+    """Where changes made through the API (cameras added, replaced or removed; the hot-swapped bundle) are kept so
+    that a restart brings them back (streaming/state.py; the later of an API change and a config edit wins)."""
+
+    path: Path | None = Field(
+        None, description="JSON state file, mode 0600 (camera URLs may carry credentials); default: state.json "
+        "beside events.path (runs/state.json)"
+    )
+    persist: bool = Field(True, description="false: nothing is saved and every start uses this config alone")
 
 
 class HttpConfig(Strict):
@@ -161,6 +193,7 @@ class ServiceConfig(Strict):
     scorer: ScorerConfig = ScorerConfig()
     alerts: AlertConfig = AlertConfig()
     events: EventsConfig = EventsConfig()
+    state: StateConfig = StateConfig()
     http: HttpConfig = HttpConfig()
     camera_num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per camera actor (fractional)")
     max_inflight_windows: int = Field(
@@ -186,6 +219,10 @@ class ServiceConfig(Strict):
 
     def camera(self, name: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.name == name), None)
+
+    def state_file(self) -> Path:
+        """The state file: `state.path`, else state.json beside the events database."""
+        return self.state.path if self.state.path is not None else self.events.path.with_name("state.json")
 
 
 def format_errors(exc: ValidationError, source: str, prefix: str = "") -> str:
