@@ -24,7 +24,9 @@ any actor starts. The replica then starts one scorer actor per device and one ca
 Persisted: cameras added, replaced or removed and the bundle swapped through the API are saved (streaming/state.py,
 `state.path`, default state.json beside events.path) and come back at the next start, unless the config's entry
 changed after the API change (the later wins: the stale API change is dropped with a warning naming it). A
-persisted bundle that no longer loads is logged and the config's `scorer.bundle` is used.
+persisted bundle that no longer loads is logged and the config's `scorer.bundle` is used. Answers to changes say
+whether the change was saved (`"persisted": true|false` with `"persist_error"`; DELETE: header `X-VAD-Persisted`),
+and /healthz shows `state_error` while saving fails (the change is live, but a restart would lose it).
 
 Every route but /healthz needs `Authorization: Bearer <token>` when a token is configured. Request errors
 are 422 with one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`).
@@ -107,6 +109,7 @@ class Fleet:
         self._swap_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self.state_path = Path(cfg.state_file()) if cfg.state.persist else None
+        self.state_error: str | None = None  # why the last save failed; None after a good one
         merged = self._load_state()
         s = cfg.scorer
         for device in _devices(cfg):
@@ -164,15 +167,23 @@ class Fleet:
         return merged
 
     def _save_state(self) -> None:
-        """Write the state file; a failure is logged (the change stays live but will not survive a restart)."""
+        """Write the state file; a failure is logged and kept in `state_error` (the API's answers carry it: the
+        change stays live but will not survive a restart)."""
         if self.state_path is None:
             return
         with self._state_lock:
             try:
                 persisted.save(self.state_path, self.state)
+                self.state_error = None
             except OSError as exc:
-                logger.error("state file %s: cannot save (%s: %s); runtime changes will not survive a restart",
-                             self.state_path, type(exc).__name__, exc)
+                self.state_error = f"state file {self.state_path}: cannot save ({type(exc).__name__}: {exc})"
+                logger.error("%s; runtime changes will not survive a restart", self.state_error)
+
+    def persistence(self) -> dict[str, Any]:
+        """For the API's answers to changes: whether the last change was saved for the next start, and why not."""
+        if self.state_path is None:
+            return {"persisted": False, "persist_error": "state.persist is false"}
+        return {"persisted": self.state_error is None, "persist_error": self.state_error}
 
     def _record_camera(self, name: str, cam: CameraConfig | None) -> None:
         with self._state_lock:
@@ -414,7 +425,8 @@ class Fleet:
         pings = self._gather({f"scorer:{n}": a.ping.remote() for n, a in self.scorers}
                              | {f"camera:{n}": a.ping.remote() for n, a in cams.items()}, timeout_s=HEALTH_TIMEOUT_S)
         dead = {k: scrub(f"{type(v).__name__}: {v}")[:300] for k, v in pings.items() if isinstance(v, Exception)}
-        return not dead, {"ok": not dead, "scorers": len(self.scorers), "cameras": len(cams), "dead": dead}
+        body = {"ok": not dead, "scorers": len(self.scorers), "cameras": len(cams), "dead": dead}
+        return not dead, body | ({"state_error": self.state_error} if self.state_error else {})
 
     def render_metrics(self) -> tuple[bytes, str]:
         """Pull totals and histograms from every actor into one Prometheus exposition."""
@@ -594,7 +606,7 @@ class ControlPlane:
             self.fleet.add(cam, via_api=True)
         except KeyError:
             raise HTTPException(409, f"body.name: a camera named {cam.name!r} already exists") from None
-        return self.fleet.status([cam.name])[0]
+        return self.fleet.status([cam.name])[0] | self.fleet.persistence()
 
     @api.put("/cameras/{name}")
     def replace_camera(self, name: str, cam: CameraConfig, request: Request) -> dict:
@@ -603,7 +615,7 @@ class ControlPlane:
         if cam.name != name:
             raise HTTPException(422, f"body.name: {cam.name!r} differs from the path's camera {name!r} (rename = delete + add)")
         how = self.fleet.update(cam, via_api=True)
-        return {**self.fleet.status([name])[0], "applied": how}
+        return {**self.fleet.status([name])[0], "applied": how, **self.fleet.persistence()}
 
     @api.patch("/cameras/{name}")
     def patch_camera(self, name: str, changes: dict, request: Request) -> Any:
@@ -616,14 +628,15 @@ class ControlPlane:
         except ValidationError as exc:
             return _validation_response(exc, "body.")
         how = self.fleet.update(cam, via_api=True)
-        return {**self.fleet.status([name])[0], "applied": how}
+        return {**self.fleet.status([name])[0], "applied": how, **self.fleet.persistence()}
 
     @api.delete("/cameras/{name}", status_code=204)
     def delete_camera(self, name: str, request: Request) -> Response:
         self._auth(request)
         self._camera(name)
         self.fleet.remove(name, via_api=True)
-        return Response(status_code=204)
+        saved = self.fleet.persistence()["persisted"]
+        return Response(status_code=204, headers={"X-VAD-Persisted": "true" if saved else "false"})
 
     @api.get("/scorers")
     def scorers(self, request: Request) -> dict:
@@ -650,7 +663,7 @@ class ControlPlane:
         except PermissionError as exc:
             raise HTTPException(403, f"body.path: {exc}") from None
         try:
-            return self.fleet.swap_bundle(str(real), via_api=True)
+            return self.fleet.swap_bundle(str(real), via_api=True) | self.fleet.persistence()
         except BundleError as exc:
             msg = scrub(str(exc))
             return JSONResponse({"detail": f"body.path: bundle refused, the running bundle keeps scoring: {msg}",

@@ -269,5 +269,21 @@ def test_api_changes_survive_a_redeploy_and_bundle_swaps_stay_inside_the_roots(t
         assert requests.get(f"{base}/bundle", timeout=30).json()["path"] == str(bundle_a)
         saved = json.loads(state_file.read_text())
         assert sorted(saved["cameras"]) == ["added", "gone"] and saved["bundle"] is None, saved
+        r = requests.post(f"{base}/cameras", json={"name": "more", "url": demo.format(3), "fps": 2}, timeout=60)
+        assert r.status_code == 201 and r.json()["persisted"] is True and r.json()["persist_error"] is None, r.text
+
+        # a state file that cannot be written: every answer says so, /healthz names it, the changes still apply
+        serve.delete("vadstate")
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("")
+        args["state"] = {"path": str(blocker / "state.json")}
+        deploy()
+        r = requests.post(f"{base}/cameras", json={"name": "unsaved", "url": demo.format(4), "fps": 2}, timeout=60)
+        assert r.status_code == 201 and r.json()["persisted"] is False, r.text
+        assert str(blocker / "state.json") in r.json()["persist_error"], r.text
+        health = requests.get(f"{base}/healthz", timeout=30)
+        assert health.status_code == 200 and "cannot save" in health.json()["state_error"], health.text
+        r = requests.delete(f"{base}/cameras/unsaved", timeout=60)
+        assert r.status_code == 204 and r.headers["X-VAD-Persisted"] == "false"
     finally:
         serve.delete("vadstate")
