@@ -98,7 +98,6 @@ class Fleet:
         self.cfg = cfg
         self._lock = threading.RLock()
         self.cameras: dict[str, CameraConfig] = {}
-        self.sources: dict[str, Literal["config", "api"]] = {}  # where each running camera's config comes from
         self.camera_actors: dict[str, Any] = {}
         self.camera_scorer: dict[str, int] = {}
         self.actor_names: dict[str, str] = {}
@@ -143,10 +142,8 @@ class Fleet:
         self._alerts_seen: dict[str, int] = {}
         if merged.bundle is not None:
             self._restore_bundle(merged.bundle)
-        from_api = self.state.api_cameras()
         for cam in merged.cameras:
             self.add(cam)
-            self.sources[cam.name] = "api" if cam.name in from_api else "config"
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name="fleet-watch", daemon=True).start()
 
@@ -184,6 +181,10 @@ class Fleet:
         if self.state_path is None:
             return {"persisted": False, "persist_error": "state.persist is false"}
         return {"persisted": self.state_error is None, "persist_error": self.state_error}
+
+    def source(self, name: str) -> Literal["config", "api"]:
+        """Where a running camera's config comes from: the API when the state holds a change of it, else the config."""
+        return "api" if name in self.state.api_cameras() else "config"
 
     def _record_camera(self, name: str, cam: CameraConfig | None) -> None:
         with self._state_lock:
@@ -258,7 +259,6 @@ class Fleet:
             self.camera_actors[cam.name] = actor
             self.camera_scorer[cam.name] = i
             self.actor_names[cam.name] = actor_name
-            self.sources[cam.name] = "api" if via_api else "config"
             logger.info("camera %s added (%s, scorer %s)", cam.name, scrub(cam.url), self.scorers[i][0])
             if via_api:
                 self._record_camera(cam.name, cam)
@@ -267,7 +267,6 @@ class Fleet:
         """Stop and forget camera `name` (KeyError if unknown); `via_api` records the removal in the state file."""
         with self._lock:
             cam = self.cameras.pop(name)
-            self.sources.pop(name, None)
             actor = self.camera_actors.pop(name)
             i = self.camera_scorer.pop(name)
             self.actor_names.pop(name, None)
@@ -295,13 +294,10 @@ class Fleet:
                 self.cameras[cam.name] = cam
                 how = "alerts"
             else:
-                source = self.sources[cam.name]
                 self.remove(cam.name)
                 self.add(cam)
-                self.sources[cam.name] = source
                 how = "restarted"
             if via_api:
-                self.sources[cam.name] = "api" if cam != self.cfg.camera(cam.name) else "config"
                 self._record_camera(cam.name, cam)
             return how
 
@@ -384,7 +380,7 @@ class Fleet:
                 "name": name,
                 "url": scrub(cfg.url),
                 "actor": self.actor_names.get(name),
-                "source": self.sources.get(name, "config"),
+                "source": self.source(name),
                 "namespace": self.cfg.namespace,
                 "scorer": self.scorers[i][0],
                 "bundle": {"path": sc.get("bundle"), "sha256": sc.get("bundle_sha256")} if isinstance(sc, dict) else None,
