@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,12 @@ import pytest
 import yaml
 
 from tests.faults.tools.watch import API_TOKEN
-from tests.streaming.service_support import netns_prefix
+from tests.streaming.service_support import (
+    netns_prefix,
+    start_serve_run,
+    stop_serve_run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -117,54 +121,34 @@ def test_sigterm_and_restart_keep_every_event_and_a_sound_database(tmp_path):
 def driver(work: Path) -> int:
     import requests
 
-    serve_bin = str(Path(sys.executable).with_name("serve"))
     base = f"http://127.0.0.1:{PORT}"
     h = {"Authorization": f"Bearer {API_TOKEN}"}
 
     def events() -> list[dict]:
         return requests.get(f"{base}/events?limit=1000", headers=h, timeout=10).json()
 
-    def until(pred, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                value = pred()
-                if value:
-                    return value
-            except (requests.RequestException, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(what)
-
     runs = []
     for k in range(2):
         run: dict = {}
         t0 = time.monotonic()
-        with (work / f"serve-{k}.log").open("w") as log:
-            proc = subprocess.Popen([serve_bin, "run", "config.yaml"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        proc = start_serve_run(work, work / f"serve-{k}.log")
         try:
-            until(lambda: requests.get(f"{base}/healthz", timeout=5).status_code == 200, 180, "healthz")
+            wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).status_code == 200, 180, "healthz")
             run["healthy_s"] = time.monotonic() - t0
             if k == 0:
-                until(lambda: {e["camera"] for e in events() if e["status"] == "open"} == {"a", "b"}, 120, "two alerts")
+                wait_for(lambda: {e["camera"] for e in events() if e["status"] == "open"} == {"a", "b"}, 120, "two alerts")
                 assert requests.delete(f"{base}/cameras/b", headers=h, timeout=60).status_code == 204
-                until(lambda: any(e["camera"] == "b" and e["status"] == "closed" for e in events()), 30, "b closed")
+                wait_for(lambda: any(e["camera"] == "b" and e["status"] == "closed" for e in events()), 30, "b closed")
             else:
                 known = {e["id"] for e in runs[0]["events_before_stop"]}
-                until(lambda: {e["camera"] for e in events() if e["id"] not in known and e["status"] == "open"} == {"a", "b"},
-                      120, "new alerts")
+                wait_for(lambda: {e["camera"] for e in events() if e["id"] not in known and e["status"] == "open"}
+                         == {"a", "b"}, 120, "new alerts")
             time.sleep(1.0)  # a few more touches of the open alert
             run["events_before_stop"] = events()
         finally:
             run["t_sigterm"] = time.time()
             t_stop = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=90)
-                run["stopped_by_sigterm"] = True
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                run["stopped_by_sigterm"] = False
+            run["stopped_by_sigterm"] = stop_serve_run(proc, 90)
             run["stop_s"] = time.monotonic() - t_stop
             run["db_after_stop"] = db_check(work / "events.db")
             runs.append(run)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -81,3 +83,21 @@ def netns_prefix() -> list[str]:
         return []
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
     return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "netns"] if probe.returncode == 0 else []
+
+
+def start_serve_run(work: Path, log: Path) -> subprocess.Popen:
+    """`serve run config.yaml` in `work` (this venv's `serve`), stdout and stderr to `log`."""
+    serve_bin = str(Path(sys.executable).with_name("serve"))
+    with log.open("w") as out:
+        return subprocess.Popen([serve_bin, "run", "config.yaml"], cwd=work, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_serve_run(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """SIGTERM (a backgrounded `serve run` ignores SIGINT); True when it stopped by itself, else it is killed."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return False

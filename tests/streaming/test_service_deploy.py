@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.streaming.service_support import demo_bundle, netns_prefix
+from tests.streaming.service_support import (
+    demo_bundle,
+    netns_prefix,
+    start_serve_run,
+    stop_serve_run,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 28_392
@@ -51,12 +55,10 @@ def test_serve_run_of_the_shipped_config_alerts_on_the_demo_anomaly(tmp_path_fac
 def driver(work: Path) -> int:
     import requests
 
-    serve_bin = str(Path(sys.executable).with_name("serve"))
     base = f"http://127.0.0.1:{PORT}"
     result: dict = {"first_score_s": None, "events": [], "snapshot_magic": None, "healthz": None}
     t0 = time.monotonic()
-    with (work / "serve.log").open("w") as log:
-        proc = subprocess.Popen([serve_bin, "run", "config.yaml"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_serve_run(work, work / "serve.log")
     try:
         deadline = t0 + 180
         while time.monotonic() < deadline:
@@ -76,13 +78,7 @@ def driver(work: Path) -> int:
                 result["event_after_s"] = round(time.monotonic() - t0, 1)
                 break
     finally:
-        proc.send_signal(signal.SIGTERM)  # `serve run` in the background ignores SIGINT; SIGTERM stops it cleanly
-        try:
-            proc.wait(timeout=60)
-            result["stopped_by_sigterm"] = True
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            result["stopped_by_sigterm"] = False
+        result["stopped_by_sigterm"] = stop_serve_run(proc, 60)
     (work / "result.json").write_text(json.dumps(result, indent=1))
     return 0
 
