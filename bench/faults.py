@@ -288,7 +288,7 @@ class ServiceUnderTest:
         import requests
         from ray import serve
 
-        from offline.bundle import random_bundle
+        from offline.scoring.bundle import random_bundle
         from streaming.app import build_app
         from tests.faults.tools.watch import API_TOKEN
         from tests.streaming.service_support import SERVE_PORT, ensure_ray
@@ -439,7 +439,7 @@ def s6_service_sigterm(m: Media) -> dict:
 
     from tests.faults.test_service_restart import run_service, service_config
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
 
     work = Path(tempfile.mkdtemp(prefix="vad-restart-"))
     bundle = random_bundle(work / "bundle", size=64, temporal=False, channels=(8, 16, 32))

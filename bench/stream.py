@@ -32,8 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from offline.bundle import random_bundle  # noqa: E402
-from offline.detector import Detector  # noqa: E402
+from offline.scoring.bundle import random_bundle  # noqa: E402
+from offline.scoring.detector import Detector  # noqa: E402
 from streaming.scorer import BatchScorer, PendingWindows, frame_scorer_factory  # noqa: E402
 
 

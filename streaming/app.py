@@ -49,7 +49,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field, ValidationError
 from ray import serve
 
-from offline.bundle import BundleError
+from offline.scoring.bundle import BundleError
 from offline.config import Strict
 from streaming import state as persisted
 from streaming.camera_actor import CameraActor

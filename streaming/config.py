@@ -103,7 +103,7 @@ class CameraConfig(Strict):
 class ScorerConfig(Strict):
     """Batched scoring: one scorer actor per device, windows from many cameras in one Detector call."""
 
-    bundle: Path = Field(Path("runs/demo/bundle"), description="model bundle directory (offline.bundle)")
+    bundle: Path = Field(Path("runs/demo/bundle"), description="model bundle directory (offline.scoring.bundle)")
     build_demo_bundle: bool = Field(
         True, description="build the demo bundle at `bundle` on first start when it is missing (`vad demo-bundle`)"
     )

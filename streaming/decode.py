@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from offline.readers.decode import resize
+from offline.data.decode import resize
 from streaming.backoff import Backoff
 from streaming.ring_buffer import FrameResampler, RingBuffer, Window
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline.autoencoder import Autoencoder
-from offline.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
-from offline.readers.decode import resize
-from offline.scoring import frame_psnr
+from offline.models.autoencoder import Autoencoder
+from offline.scoring.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
+from offline.data.decode import resize
+from offline.scoring.evidence import frame_psnr
 from streaming.demo_feed import DemoFeed
 from streaming.ring_buffer import FrameResampler
 from streaming.scorer import to_model_input

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from offline.frame_scorer import FrameScorer
-from offline.readers.windows import to_model_range
+from offline.scoring.frame_scorer import FrameScorer
+from offline.data.pixels import to_model_range
 
 
 class WindowLike(Protocol):

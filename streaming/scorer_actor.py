@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from offline.bundle import BundleError
-from offline.detector import Detector
+from offline.scoring.bundle import BundleError
+from offline.scoring.detector import Detector
 from streaming.alerts import AlertEvent, AlertTracker
 from streaming.config import AlertConfig, EventsConfig
 from streaming.events import EventStore

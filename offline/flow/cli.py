@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_clip(path: Path, start: int, count: int, size: int | None) -> np.ndarray:
     """(count, H, W, 3) uint8 RGB frames start..start+count-1 of a video or image folder."""
-    from offline.datasets import DataError
-    from offline.readers.decode import IMAGE_EXTENSIONS, decode_images, decode_video, resize
+    from offline.data.readers import DataError
+    from offline.data.decode import IMAGE_EXTENSIONS, decode_images, decode_video, resize
 
     if path.is_dir():
         files = tuple(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS))
@@ -78,8 +78,8 @@ def write_mp4(path: Path, rows: list[np.ndarray], fps: float = 5.0) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError
-    from offline.flow.cache import gray_frames
+    from offline.data.readers import DataError
+    from offline.data.pixels import rgb_to_gray255
     from offline.flow.estimator import FlowEstimator
 
     suffix = args.out.suffix.lower()
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(exc)
         return 2
     est = FlowEstimator(cfg.flow, device=args.device)
-    gray = torch.from_numpy(gray_frames(frames))
+    gray = torch.from_numpy(rgb_to_gray255(frames))
     flows = est(gray[:-1], gray[1:]).cpu().numpy()
     mag = np.hypot(flows[:, 0], flows[:, 1])
     max_mag = max(float(np.percentile(mag, 99.5)), 0.5)

@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError, open_dataset, read_frames
-    from offline.noise_generator import NoiseGenerator
+    from offline.data.readers import DataError, open_dataset, read_frames
+    from offline.models.noise_generator import NoiseGenerator
     from offline.pa.inpaint import make_inpainter
     from offline.pa.intruders import load_intruders
 

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError, open_dataset, read_frames
+    from offline.data.readers import DataError, open_dataset, read_frames
     from offline.pa.inpaint import make_inpainter
 
     try:

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from offline.bundle import BundleError, random_bundle
-from offline.detector import Detector
+from offline.scoring.bundle import BundleError, random_bundle
+from offline.scoring.detector import Detector
 from streaming.scorer import to_model_input
 from streaming.scorer_actor import ScorerService
 from tests.faults.tools import media

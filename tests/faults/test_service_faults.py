@@ -38,7 +38,7 @@ def service(tmp_path_factory, rtsp_server_factory_module):
     credentials in its URL and one with the wrong password."""
     from ray import serve
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
     from streaming.app import build_app
     from tests.streaming.service_support import SERVE_PORT, ensure_ray
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from offline.config import load_config
-from offline.readers.base import Clip
-from offline.train_data import ClipData
+from offline.data.clips import Clip
+from offline.training.data import ClipData
 
 TINY = {"data.size": 32, "data.window": 16, "data.train_stride": 4, "model.channels": [8, 8, 16],
         "train.batch_size": 4, "train.log_every": 1, "pa.spatial": "none", "pa.temporal": "none"}

@@ -1,4 +1,4 @@
-"""Real 256x256 frame pairs for the flow tests (Ped2 clips and vtest.avi), read through offline.datasets."""
+"""Real 256x256 frame pairs for the flow tests (Ped2 clips and vtest.avi), read through offline.data.readers."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offline.flow.encoding import LUMA
+from offline.data.pixels import LUMA
 
 # (split, clip id, first frame, pairs): Ped2 test clips 01/02 start their bikes/carts at frames 60/94.
 PED2_PAIRS = (("test", "01", 60, 4), ("test", "02", 94, 4), ("test", "05", 10, 4), ("train", "01", 0, 4))
@@ -24,8 +24,8 @@ def _consecutive(frames, start: int, pairs: int) -> np.ndarray:
 
 def real_pairs(ped2: Path, vtest: Path, size: int = 256) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(i0 (N, H, W), i1 (N, H, W), names) for N = 24 consecutive-frame pairs: 16 from Ped2, 8 from vtest."""
-    from offline.datasets import open_dataset, read_frames
-    from offline.readers.decode import decode_video, resize
+    from offline.data.readers import open_dataset, read_frames
+    from offline.data.decode import decode_video, resize
 
     ds = open_dataset(ped2)
     clips = {(c.split, c.id): c for c in ds.clips}

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from offline.autoencoder import Autoencoder
-from offline.bundle import BundleError, Calibration, InputSpec, load_bundle, random_bundle, save_bundle
-from offline.detector import Detector
+from offline.models.autoencoder import Autoencoder
+from offline.scoring.bundle import BundleError, Calibration, InputSpec, load_bundle, random_bundle, save_bundle
+from offline.scoring.detector import Detector
 
 SMALL = (8, 8, 16)
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from offline.clip_features import CLIP_MEAN, CLIP_STD, ClipFeatureExtractor
+from offline.models.clip_features import CLIP_MEAN, CLIP_STD, ClipFeatureExtractor
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from offline.datasets import (
-    DataError,
-    WindowDataset,
-    from_model_range,
-    iter_windows,
-    open_dataset,
-    read_frames,
-    to_model_range,
-    window_starts,
-)
-from offline.readers.decode import resize
-from offline.readers.labels import parse_ucsd_m
-from offline.readers.windows import scale_uint8
+from offline.data.decode import resize
+from offline.data.labels import parse_ucsd_m
+from offline.data.pixels import from_model_range, scale_uint8, to_model_range
+from offline.data.readers import DataError, open_dataset, read_frames
+from offline.data.windows import window_starts
 
 # --- synthetic footage helpers -------------------------------------------------------------------
 
@@ -124,26 +116,16 @@ def test_shared_ped2_frame_counts_match_labels_json(ped2):
 def test_shared_ped2_windows(ped2):
     clip = open_dataset(ped2, clips=["02"]).test[0]
     assert clip.id == "02" and clip.num_frames == 180
-    windows = list(iter_windows(clip, size=256, window=16, stride=16))
-    assert [w.start for w in windows] == window_starts(180, 16, 16)
-    assert {w.clip_id for w in windows} == {"02"}
     frames = np.stack(list(read_frames(clip, size=256)))
     assert frames.shape == (180, 256, 256, 3) and frames.dtype == np.uint8
     assert (frames[..., 0] == frames[..., 2]).all()  # gray source: 3 equal channels
-    for w in windows:
-        assert w.frames.shape == (3, 16, 256, 256) and w.frames.dtype == torch.float32
-        assert -1.0 <= float(w.frames.min()) and float(w.frames.max()) <= 1.0
-        np.testing.assert_array_equal(from_model_range(w.frames), frames[w.start : w.start + 16])
+    for start in window_starts(180, 16, 16):
+        w = to_model_range(frames[start : start + 16])
+        assert w.shape == (3, 16, 256, 256) and w.dtype == torch.float32
+        assert -1.0 <= float(w.min()) and float(w.max()) <= 1.0
+        np.testing.assert_array_equal(from_model_range(w), frames[start : start + 16])
     # original size: decoded luma as stored (360x240)
     assert next(read_frames(clip, size=None)).shape == (240, 360, 3)
-
-
-def test_overlapping_windows_and_small_size(ped2):
-    clip = open_dataset(ped2, clips=["09"]).test[0]  # 120 frames
-    windows = list(iter_windows(clip, size=64, window=16, stride=8, cover_end=False))
-    assert [w.start for w in windows] == list(range(0, 105, 8))
-    assert windows[1].frames.shape == (3, 16, 64, 64)
-    torch.testing.assert_close(windows[0].frames[:, 8:], windows[1].frames[:, :8])
 
 
 def test_truncated_copy_names_file_and_frame(ped2, tmp_path):
@@ -156,7 +138,7 @@ def test_truncated_copy_names_file_and_frame(ped2, tmp_path):
     (root / "test" / "01.mkv").write_bytes(data[: len(data) // 2])
     clip = open_dataset(root).test[0]
     with pytest.raises(DataError, match=r"01\.mkv: ends after \d+ frames \(failed at frame \d+\), expected 180") as err:
-        list(iter_windows(clip))
+        list(read_frames(clip))
     assert str(root / "test" / "01.mkv") in str(err.value)
 
 
@@ -207,23 +189,7 @@ def test_vtest_reads_as_colour_video(vtest):
     assert first.shape == (576, 768, 3)
     assert (first[..., 0] != first[..., 2]).mean() > 0.5  # real colour, not gray
     assert 1 + sum(1 for _ in frames) == 795
-    w = next(iter_windows(clip, size=128))
-    assert w.frames.shape == (3, 16, 128, 128) and w.start == 0
-
-
-def test_window_dataset_on_real_clip(ped2):
-    clip = open_dataset(ped2, clips=["08"]).train[0]  # 120 frames
-    ds = WindowDataset([clip], size=64, window=16, stride=4)
-    assert len(ds) == len(window_starts(120, 16, 4, cover_end=False)) == 27
-    frames, ci, start = ds[5]
-    assert frames.shape == (3, 16, 64, 64) and frames.dtype == torch.float32 and (ci, start) == (0, 20)
-    assert -1 <= float(frames.min()) and float(frames.max()) <= 1
-    full = np.stack(list(read_frames(clip, size=64)))
-    np.testing.assert_array_equal(from_model_range(frames), full[20:36])
-    np.testing.assert_array_equal(ds.frames(0), full)
-    assert ds._frames[0].shape[-1] == 1  # gray footage stored with one channel
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
-    assert batch[0].shape == (4, 3, 16, 64, 64) and batch[2].tolist() == [0, 4, 8, 12]
+    assert next(read_frames(clip, size=128)).shape == (128, 128, 3)
 
 
 # --- other layouts, built synthetically ----------------------------------------------------------
@@ -264,8 +230,8 @@ def test_ucsd_layout(tmp_path):
     np.testing.assert_array_equal(ds.test[1].labels, expected2)
     frames = np.stack(list(read_frames(ds.test[0], size=32)))
     assert frames.shape == (20, 32, 32, 3) and (frames[..., 0] == frames[..., 1]).all()
-    windows = list(iter_windows(ds.train[1], size=32, window=16, stride=16))
-    assert [w.start for w in windows] == [0, 1] and windows[0].frames.shape == (3, 16, 32, 32)
+    assert window_starts(ds.train[1].num_frames, 16, 16) == [0, 1]
+    assert np.stack(list(read_frames(ds.train[1], size=32))).shape == (17, 32, 32, 3)
     # a corrupt frame file is named with its frame index
     (ds.train[0].frame_files[7]).write_bytes(b"not a tiff")
     with pytest.raises(DataError, match=r"Train001/007\.tif: frame 7: unreadable"):
@@ -342,7 +308,7 @@ def test_avenue_layout(tmp_path):
     np.save(root / "testing_labels" / "01.npy", labels)
     ds = open_dataset(root, layout="avenue")
     np.testing.assert_array_equal(ds.test[0].labels, labels)
-    assert [w.start for w in iter_windows(ds.test[0], size=32)] == [0, 3]
+    assert window_starts(ds.test[0].num_frames, 16, 16) == [0, 3]
     np.save(root / "testing_labels" / "01.npy", labels[:15])  # labels shorter than the video
     with pytest.raises(DataError, match=r"testing_videos/01\.avi: has more than the 15 frames its labels give"):
         list(read_frames(open_dataset(root).test[0]))
@@ -365,8 +331,7 @@ def test_videos_folder_is_a_training_set(tmp_path):
     assert all(c.split == "train" for c in ds.train)
     for clip in ds.train:
         assert sum(1 for _ in read_frames(clip, size=32)) == clip.num_frames
-    wd = WindowDataset(ds.train, size=32, window=16, stride=2)
-    assert len(wd) == 3 + 1 + 1 and wd[0][0].shape == (3, 16, 32, 32)
+    assert sum(len(window_starts(c.num_frames, 16, 2, cover_end=False)) for c in ds.train) == 3 + 1 + 1
 
 
 def test_layout_detection_errors(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from offline.ddp import DistInfo
-from offline.trainer import epoch_batches
+from offline.training.ddp import DistInfo
+from offline.training.ae_loop import epoch_batches
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,8 @@ SCRIPT = textwrap.dedent(
     import os, sys
     sys.path.insert(0, {repo!r})
     from safetensors.torch import save_file
-    from offline import ddp
-    from offline.trainer import train_autoencoder
+    from offline.training import ddp
+    from offline.training.ae_loop import train_autoencoder
     from tests.offline._train_synthetic import synthetic_data, tiny_config
 
     cfg = tiny_config({out!r}, train__max_steps=3, train__epochs=2, pa__spatial="gaussian", pa__p_spatial=0.5)
@@ -50,7 +50,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
         assert torch.equal(r0[key], r1[key]), key
     # the weights moved away from the (shared) initialisation, so equality is not trivial
     torch.manual_seed(0)
-    from offline.autoencoder import Autoencoder
+    from offline.models.autoencoder import Autoencoder
 
     init = Autoencoder(3, (8, 8, 16)).state_dict()
     assert not torch.equal(init["encoder.0.weight"], r0["encoder.0.weight"])

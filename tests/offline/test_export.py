@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from offline.bundle import Bundle, load_bundle
-from offline.detector import Detector
-from offline.disc_trainer import train_discriminator
-from offline.export import export
-from offline.trainer import train_autoencoder
+from offline.scoring.bundle import Bundle, load_bundle
+from offline.scoring.detector import Detector
+from offline.training.disc_loop import train_discriminator
+from offline.training.export import export
+from offline.training.ae_loop import train_autoencoder
 from tests.offline._train_synthetic import synthetic_data, tiny_config
 
 PED2 = (0.65, 0.25, 0.1)

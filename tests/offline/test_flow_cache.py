@@ -11,9 +11,10 @@ cv2 = pytest.importorskip("cv2")
 
 from offline.cli import main  # noqa: E402
 from offline.config import FlowConfig  # noqa: E402
-from offline.datasets import open_dataset  # noqa: E402
+from offline.data.readers import open_dataset  # noqa: E402
 from offline.flow import FlowEstimator  # noqa: E402
-from offline.flow.cache import FlowCache, clip_flow, gray_frames  # noqa: E402
+from offline.data.pixels import rgb_to_gray255  # noqa: E402
+from offline.flow.cache import FlowCache, clip_flow  # noqa: E402
 from offline.flow.visualize import colour_wheel, flow_to_rgb  # noqa: E402
 
 FAST = dict(backend="torch", compile="off", scales=2, warps=2)
@@ -71,13 +72,13 @@ def test_flow_cache_command(tmp_path, capsys):
 
 def test_clip_flow_matches_estimator_on_real_frames(ped2):
     """The cache stores exactly what the estimator returns (float16), pair t = frame t -> t+1."""
-    from offline.datasets import read_frames
+    from offline.data.readers import read_frames
     import itertools
 
     clip = open_dataset(ped2).test[0]
     frames = np.stack(list(itertools.islice(read_frames(clip, size=64), 3)))
     est = FlowEstimator(FlowConfig(**FAST))
-    g = gray_frames(frames)
+    g = rgb_to_gray255(frames)
     flow = clip_flow(g, est, batch=1)
     direct = est(torch.from_numpy(g[1:2]), torch.from_numpy(g[2:3]))[0].numpy()
     np.testing.assert_allclose(flow[1].astype(np.float32), direct, atol=1e-2)

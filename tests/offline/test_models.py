@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from offline.autoencoder import Autoencoder, parameter_count
-from offline.discriminator import Discriminator
-from offline.noise_generator import NoiseGenerator
-from offline.sspcab import SSPCAB
+from offline.models.autoencoder import Autoencoder, parameter_count
+from offline.models.discriminator import Discriminator
+from offline.models.noise_generator import NoiseGenerator
+from offline.models.sspcab import SSPCAB
 
 N_PARAMS = parameter_count(Autoencoder())
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from offline.noise_generator import NoiseGenerator
+from offline.models.noise_generator import NoiseGenerator
 from offline.pa.baselines import (gaussian_pa, generated_intruders, learned_noise_pa, lntra_patch, noise_generator_loss,
                                   sample_skip_frame, skip_frame, smoothmix_s)
 from offline.pa.intruders import load_intruders

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline.datasets import open_dataset, read_frames
+from offline.data.readers import open_dataset, read_frames
 from offline.pa.masks import (fill_empty_with_random, label_components, mask_bbox, median_background,
                               motion_masks, object_masks, random_mask)
 

@@ -23,7 +23,7 @@ def test_make_pas_is_resumable_and_seeded(tmp_path, ped2, capsys):
     assert pas.shape == (40, 128, 128, 3) and pas.dtype == np.uint8 and masks.shape == (40, 128, 128)
     assert masks.reshape(40, -1).any(axis=1).all()
     # outside the masks the PA equals the decoded frame
-    from offline.datasets import open_dataset, read_frames
+    from offline.data.readers import open_dataset, read_frames
 
     clip = next(c for c in open_dataset(ped2).train if c.id == "01")
     frames = np.stack(list(read_frames(clip, 128)))[:40]

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from offline.frame_difference import frame_difference
-from offline.frame_scorer import FrameScorer
-from offline.normalise import MinMaxNormaliser, RunningNormaliser, make_normaliser
-from offline.scoring import aggregate, check_weights, frame_mse, frame_psnr, renormalise_weights
-from offline.windows import plan_windows
+from offline.baselines import frame_difference
+from offline.scoring.frame_scorer import FrameScorer
+from offline.scoring.normalise import MinMaxNormaliser, RunningNormaliser, make_normaliser
+from offline.scoring.evidence import aggregate, frame_mse, frame_psnr
+from offline.scoring.weights import check_weights, renormalise_weights
+from offline.data.windows import plan_windows
 
 
 def test_psnr_and_mse_hand_computed():

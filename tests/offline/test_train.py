@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 from offline.flow import encode_flow
 from offline.pa.baselines import generated_intruders
 from offline.pa.inpaint import TeleaInpainter
-from offline.pa_sampler import SpatialPA, TemporalPA, item_rng
-from offline.train_data import TrainWindows, holdout_split
-from offline.trainer import StopRequest, build_autoencoder, load_checkpoint, train_autoencoder
+from offline.pa.sampler import SpatialPA, TemporalPA, item_rng
+from offline.training.data import TrainWindows, holdout_split
+from offline.training.run_dir import StopRequest, load_checkpoint
+from offline.training.ae_loop import build_autoencoder, train_autoencoder
 from tests.offline._train_synthetic import synthetic_data, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

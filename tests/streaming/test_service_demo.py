@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 
-from offline.bundle import load_bundle
+from offline.scoring.bundle import load_bundle
 from offline.cli import main as vad_main
-from offline.detector import Detector
+from offline.scoring.detector import Detector
 from streaming.demo import demo_frames, ensure_demo_bundle, frame_auc, normal_windows
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from offline.bundle import random_bundle
-from offline.detector import Detector
+from offline.scoring.bundle import random_bundle
+from offline.scoring.detector import Detector
 from streaming.scorer import BatchScorer, PendingWindows, frame_scorer_factory, to_model_input
 
 SIZE, T = 32, 16

@@ -195,7 +195,7 @@ def test_api_changes_survive_a_redeploy_and_bundle_swaps_stay_inside_the_roots(t
     import requests
     from ray import serve
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
     from streaming.app import build_app
     from tests.streaming.service_support import SERVE_PORT, ensure_ray, wait_for
 

@@ -104,7 +104,7 @@ def run_n_then_2n(work: Path, n: int, seconds: float, name: str, wait_s: float) 
     import requests
     from ray import serve
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
     from streaming.app import build_app
     from tests.faults.tools.watch import wait_for
     from tests.streaming.service_support import SERVE_PORT, ensure_ray

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline.bundle import Bundle, load_bundle
-from offline.frame_scorer import FrameScorer
-from offline.scoring import frame_mse, frame_psnr
+from offline.scoring.bundle import Bundle, load_bundle
+from offline.scoring.frame_scorer import FrameScorer
+from offline.scoring.evidence import frame_mse, frame_psnr
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Detector:
         if self.discriminator is not None:
             if not self.config.clip_model_path:
                 raise ValueError(f"{bundle.path}: the bundle has a discriminator but no clip_model_path for its features")
-            from offline.clip_features import ClipFeatureExtractor
+            from offline.models.clip_features import ClipFeatureExtractor
 
             self.features = ClipFeatureExtractor(self.config.clip_model_path, device=self.device)
         self.chunk = chunk if chunk is not None else (self.CPU_CHUNK if self.device.type == "cpu" else None)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from offline.readers.base import Clip, DataError, Dataset
-from offline.readers.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, probe_video
-from offline.readers.labels import (
+from offline.data.clips import Clip, DataError, Dataset
+from offline.data.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, probe_video
+from offline.data.labels import (
     as_labels,
     labels_from_json,
     load_npy,

@@ -1,31 +1,12 @@
-"""Window placement and pixel-range conversion (pure: numpy and torch only)."""
+"""Pixel conventions shared by training, evaluation and streaming (pure: numpy and torch only).
+
+uint8 RGB <-> the models' float range [-1, 1] (channels first), and RGB -> gray with BT.601 luma (OpenCV's
+RGB2GRAY weights), the one gray conversion of the flow package, motion masks and the flow cache.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
-
-
-def window_starts(num_frames: int, window: int, stride: int, cover_end: bool = True) -> list[int]:
-    """First frame of each window of `window` frames taken every `stride` frames.
-
-    With `cover_end`, one more window ending on the last frame is added when the regular ones miss
-    the tail, so every frame lies in some window (that window overlaps the one before it).
-    Clips shorter than `window` give no windows.
-    """
-    if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-    if num_frames < window:
-        return []
-    starts = list(range(0, num_frames - window + 1, stride))
-    if cover_end and starts[-1] + window < num_frames:
-        starts.append(num_frames - window)
-    return starts
-
-
-def flow_pair_index(start: int, window: int) -> np.ndarray:
-    """Which frame pairs (pair i = flow from frame i to i+1) make a window's flow: index t is pair start + t, the
-    last index repeats the previous one (a window of T frames has T - 1 pairs; `window_flow`'s convention)."""
-    return np.minimum(np.arange(start, start + window), start + window - 2)
 
 
 def scale_uint8(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -59,3 +40,25 @@ def from_model_range(x: torch.Tensor | np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (3, H, W) or (..., 3, T, H, W), got {tuple(x.shape)}")
     x = x.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
     return x.movedim(axis, -1).contiguous().numpy()
+
+
+# ITU-R BT.601 luma, OpenCV's RGB2GRAY weights
+LUMA = (0.299, 0.587, 0.114)
+
+
+def rgb_to_gray255(frames_rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) float32 luma in [0, 255]; numpy twin of `model_to_gray255` for uint8 frames."""
+    return frames_rgb.astype(np.float32) @ np.asarray(LUMA, dtype=np.float32)
+
+
+def model_to_gray255(frames: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+    """Model-range frames in [-1, 1] with 3 (RGB) or 1 channel(s) on `channel_dim` -> luma in [0, 255], dim removed."""
+    c = frames.shape[channel_dim]
+    if c == 1:
+        gray = frames.select(channel_dim, 0)
+    elif c == 3:
+        r, g, b = (frames.select(channel_dim, i) for i in range(3))
+        gray = LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
+    else:
+        raise ValueError(f"frames must have 1 or 3 channels on dim {channel_dim}, got {c} (shape {tuple(frames.shape)})")
+    return ((gray.float() + 1.0) * 127.5).clamp(0.0, 255.0)

@@ -5,11 +5,12 @@ w3 = discriminator probability, w = eta1 w1 + eta2 w2 + eta3 w3 with the etas su
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from offline.scoring.weights import check_weights
 
 COMPONENTS = ("w1", "w2", "w3")
 
@@ -24,26 +25,6 @@ def frame_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def frame_psnr(recon: torch.Tensor, target: torch.Tensor, max_val: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
     """(B, C, T, H, W) pair -> (B, T) PSNR in dB; max_val 2 is the width of the [-1, 1] model range."""
     return 10.0 * torch.log10(max_val**2 / (frame_mse(recon, target) + eps))
-
-
-def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
-    """Validate (eta1, eta2, eta3): three numbers in [0, 1] that sum to 1."""
-    if len(weights) != 3:
-        raise ValueError(f"weights must be (eta1, eta2, eta3), got {len(weights)} values: {list(weights)}")
-    if any(not 0.0 <= w <= 1.0 for w in weights):
-        raise ValueError(f"each weight must lie in [0, 1], got {list(weights)}")
-    if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
-        raise ValueError(f"weights must sum to 1, got {sum(weights):.6g} ({list(weights)})")
-    return tuple(float(w) for w in weights)  # type: ignore[return-value]
-
-
-def renormalise_weights(weights: Sequence[float], available: Sequence[bool]) -> tuple[float, float, float]:
-    """Zero the weights of missing components (no flow AE, no discriminator) and rescale the rest to sum to 1."""
-    kept = [w if ok else 0.0 for w, ok in zip(weights, available)]
-    total = sum(kept)
-    if total <= 0:
-        raise ValueError(f"no weight left for the available components {list(available)} with weights {list(weights)}")
-    return tuple(w / total for w in kept)  # type: ignore[return-value]
 
 
 def aggregate(

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from offline.autoencoder import Autoencoder
-from offline.config import FlowConfig, format_validation_error
-from offline.discriminator import Discriminator
-from offline.scoring import check_weights
+from offline.models.autoencoder import Autoencoder
+from offline.config import FlowConfig, Strict, format_validation_error
+from offline.models.discriminator import Discriminator
+from offline.scoring.weights import check_weights
 
 FORMAT = "vad-bundle"
 VERSION = 1
@@ -35,8 +35,10 @@ class BundleError(ValueError):
     """A bundle that cannot be trusted or read; the message names the file and the reason."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class _Strict(Strict):
+    """The config base (unknown keys are errors), without pydantic's reserved `model_` prefix check."""
+
+    model_config = ConfigDict(**Strict.model_config, protected_namespaces=())
 
 
 class AEArch(_Strict):

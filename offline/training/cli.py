@@ -1,4 +1,4 @@
-"""`vad train`: parse, build the config, call the trainer (offline/trainer.py, offline/disc_trainer.py).
+"""`vad train`: parse, build the config, call the loop (offline/training/ae_loop.py, offline/training/disc_loop.py).
 
 Single process on CPU or one GPU; data-parallel with `torchrun --nproc_per_node N -m offline.cli train ...`.
 Exit codes: 0 done, 130 stopped by Ctrl-C / SIGTERM (checkpoint written; `--resume` continues), 2 bad config.
@@ -53,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     if cfg.train.target == "discriminator":
-        from offline.disc_trainer import train_discriminator
+        from offline.training.disc_loop import train_discriminator
 
         result = train_discriminator(cfg, progress=not args.no_progress)
         print(f"discriminator: {result.status} ({result.out_dir})")
         return 0
-    from offline import ddp
-    from offline.trainer import train_autoencoder
+    from offline.training import ddp
+    from offline.training.ae_loop import train_autoencoder
 
     try:
         result = train_autoencoder(cfg, resume=args.resume, progress=not args.no_progress)

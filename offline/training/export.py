@@ -19,11 +19,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from offline.autoencoder import Autoencoder
-from offline.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
+from offline.models.autoencoder import Autoencoder
+from offline.scoring.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
 from offline.config import Config
-from offline.discriminator import Discriminator
-from offline.scoring import renormalise_weights
+from offline.models.discriminator import Discriminator
+from offline.scoring.weights import renormalise_weights
 
 logger = logging.getLogger(__name__)
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
@@ -52,7 +52,7 @@ def load_run_autoencoder(run_dir: str | Path) -> tuple[Autoencoder, Config]:
 def calibrate(detector, windows, batch: int = 8) -> Calibration:
     """Raw component (mean, std) and aggregate-score quantiles (running normaliser seeded with those priors)
     on held-out normal windows; `windows` yields (frames (3, T, H, W), clip id) in stream order per clip."""
-    from offline.frame_scorer import FrameScorer
+    from offline.scoring.frame_scorer import FrameScorer
 
     per_clip: dict[str, list[dict[str, np.ndarray | None]]] = {}
     items = list(windows)
@@ -83,8 +83,8 @@ def export(
     device: str = "cpu", batch: int = 8, data=None,
 ) -> Path:
     """Write the bundle into `out`; `data` (decoded clips) may be passed to skip decoding again."""
-    from offline.detector import Detector
-    from offline.trainer import build_windows
+    from offline.scoring.detector import Detector
+    from offline.training.ae_loop import build_windows
 
     spatial, cfg = load_run_autoencoder(spatial_run)
     temporal = None
@@ -100,7 +100,7 @@ def export(
         flow_cfg = cfg.flow
     disc, status, clip_path = None, "off: no discriminator run given to `vad export` (eta3 = 0, weights renormalised)", None
     if discriminator_run is not None:
-        from offline.disc_trainer import WEIGHTS_FILE, read_status
+        from offline.training.disc_loop import WEIGHTS_FILE, read_status
 
         record = read_status(discriminator_run)
         status, clip_path = record["status"], record.get("clip_model_path")

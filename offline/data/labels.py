@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from offline.readers.base import DataError
+from offline.data.clips import DataError
 
 _GT_LINE = re.compile(r"TestVideoFile\s*\{\s*(end\s*\+\s*1|\d+)\s*\}\s*\.\s*gt_frame\s*=\s*\[([^\]]*)\]")
 _RANGE = re.compile(r"^(\d+)(?::(\d+))?$")

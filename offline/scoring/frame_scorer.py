@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from offline.normalise import MinMaxNormaliser, RunningNormaliser, make_normaliser
-from offline.scoring import COMPONENTS, aggregate, check_weights, renormalise_weights
+from offline.scoring.normalise import MinMaxNormaliser, RunningNormaliser, make_normaliser
+from offline.scoring.evidence import COMPONENTS, aggregate
+from offline.scoring.weights import check_weights, renormalise_weights
 
 
 class FrameScorer:

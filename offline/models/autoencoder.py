@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from offline.sspcab import SSPCAB
+from offline.models.sspcab import SSPCAB
 
 
 def _down(cin: int, cout: int, stride: tuple[int, int, int]) -> list[nn.Module]:

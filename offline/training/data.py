@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from offline.pa_sampler import SpatialPA, TemporalPA, item_rng
-from offline.readers.base import Clip
-from offline.readers.windows import flow_pair_index, scale_uint8, window_starts
+from offline.pa.sampler import SpatialPA, TemporalPA, item_rng
+from offline.data.clips import Clip
+from offline.data.windows import flow_pair_index, window_starts
+from offline.data.pixels import model_to_gray255, scale_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ def holdout_split(num_frames: int, fraction: float, window: int) -> int:
 
 def gray255(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, H, W) float luma in [0, 255], the flow package's conversion (as at inference)."""
-    from offline.flow import to_gray255
-
-    return to_gray255(scale_uint8(frames), channel_dim=-1)
+    return model_to_gray255(scale_uint8(frames), channel_dim=-1)
 
 
 def add_flow(data: ClipData, flow_estimator, batch: int = 16) -> ClipData:
@@ -72,7 +71,7 @@ def load_clips(
 ) -> list[ClipData]:
     """Decode clips at `size`; masks "object" (motion masks) / "random" (None stored) / None; flow when an
     estimator `est(f0 (B, H, W), f1) -> (B, 2, H, W)` is given."""
-    from offline.datasets import read_frames
+    from offline.data.readers import read_frames
     from offline.pa.masks import motion_masks
 
     out = []

@@ -1,10 +1,8 @@
 """The training loop for the spatial / temporal autoencoder (with PAs, SSPCAB, learned noise), single-process or DDP.
 
-A run directory holds: `config.yaml` (the exact config), `train.jsonl` (one JSON object per logged step and per
-epoch), `loss.png`, `checkpoint.pt` (model + optimiser + position, written atomically every epoch and on stop,
-loaded with weights_only=True), `weights.safetensors` (the model alone, for `vad export`) and `holdout.json`
-(the held-out normal windows used for calibration). Ctrl-C / SIGTERM finish the current step, write the checkpoint
-and return; `--resume` continues from the same step with the same optimiser state and the same PA draws.
+It writes its run directory (offline.training.run_dir: config, JSONL log, loss plot, checkpoint every epoch and on
+stop, weights, held-out windows). Ctrl-C / SIGTERM finish the current step, write the checkpoint and return;
+`--resume` continues from the same step with the same optimiser state and the same PA draws.
 """
 from __future__ import annotations
 
@@ -12,8 +10,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,57 +18,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from offline import ddp
-from offline.autoencoder import Autoencoder
+from offline.training import ddp
+from offline.training.run_dir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HOLDOUT_FILE,
+    LOG_FILE,
+    PLOT_FILE,
+    WEIGHTS_FILE,
+    JsonlLog,
+    StopRequest,
+    atomic_save_safetensors,
+    atomic_torch_save,
+    config_differences,
+    dump_config,
+    load_checkpoint,
+    plot_losses,
+)
+from offline.models.autoencoder import Autoencoder
 from offline.config import Config, FlowConfig
-from offline.noise_generator import NoiseGenerator
+from offline.models.noise_generator import NoiseGenerator
 from offline.pa.baselines import learned_noise_pa, noise_generator_loss
 from offline.pa.intruders import load_intruders
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-LOG_FILE = "train.jsonl"
-PLOT_FILE = "loss.png"
-CHECKPOINT_FILE = "checkpoint.pt"
-WEIGHTS_FILE = "weights.safetensors"
-HOLDOUT_FILE = "holdout.json"
-# fields that may change between a run and its resume
-RESUMABLE = {("train", "epochs"), ("train", "max_steps"), ("train", "num_workers"), ("train", "log_every")}
-
-
-class StopRequest:
-    """Turns SIGINT / SIGTERM into a flag the loop checks between steps (so no checkpoint is half written)."""
-
-    def __init__(self):
-        self.requested = False
-        self.reason = ""
-        self._previous: dict[int, object] = {}
-
-    def request(self, reason: str = "requested") -> None:
-        self.requested, self.reason = True, reason
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C: the user really means it
-            raise KeyboardInterrupt
-        self.request(signal.Signals(signum).name)
-        logger.warning("%s received: stopping after this step and writing the checkpoint", self.reason)
-
-    def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread: signals stay as they are
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -86,39 +58,6 @@ class TrainResult:
     stopped: bool
     out_dir: Path
     losses: list[float] = field(default_factory=list)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Tensors and plain containers only: weights_only=True refuses pickled code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
-
-
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Fields (section.key) where two configs differ, ignoring those a resume may change."""
-    da, db = a.model_dump(mode="json", by_alias=True), b.model_dump(mode="json", by_alias=True)
-    out = []
-    for section in da:
-        for key in da[section]:
-            if (section, key) not in RESUMABLE and da[section][key] != db[section].get(key):
-                out.append(f"{section}.{key}: {db[section].get(key)!r} in the run, {da[section][key]!r} now")
-    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -140,9 +79,9 @@ def flow_tools(flow_cfg: FlowConfig, device: torch.device):
 
 def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "train", data=None, progress: bool = True):
     """The TrainWindows of the run's target (spatial or temporal) with its PA sampler; `data` reuses decoded clips."""
-    from offline.datasets import open_from_config
-    from offline.pa_sampler import SpatialPA, TemporalPA
-    from offline.train_data import TrainWindows, load_clips
+    from offline.data.readers import open_from_config
+    from offline.pa.sampler import SpatialPA, TemporalPA
+    from offline.training.data import TrainWindows, load_clips
 
     target = cfg.train.target
     if data is None and clips is None:
@@ -158,7 +97,7 @@ def build_windows(cfg: Config, device: torch.device, clips=None, part: str = "tr
         data = load_clips(clips, cfg.data.size, masks=masks, flow_estimator=est, progress=progress,
                           desc=f"decode + flow ({target})" if est is not None else f"decode ({target})")
     elif target == "temporal" and any(d.flow is None for d in data):
-        from offline.train_data import add_flow
+        from offline.training.data import add_flow
 
         data = [add_flow(d, est) if d.flow is None else d for d in data]
     spatial = temporal = None
@@ -194,49 +133,6 @@ def _collate(items):
     y = torch.stack([it[1] for it in items])
     pa = torch.tensor([bool(it[2]) for it in items])
     return x, y, pa
-
-
-def plot_losses(log_path: Path, out: Path) -> None:
-    """Loss curve from the JSONL log: logged steps and per-epoch means."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, losses, epochs, means = [], [], [], []
-    for line in log_path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("event") == "step":
-            steps.append(rec["step"])
-            losses.append(rec["loss"])
-        elif rec.get("event") == "epoch":
-            epochs.append(rec["step"])
-            means.append(rec["loss_mean"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, losses, lw=1, alpha=0.6, label="logged steps")
-    if means:
-        ax.plot(epochs, means, "o-", label="epoch mean")
-    ax.set(xlabel="step", ylabel="loss (MSE to the normal input)", yscale="log", title=log_path.parent.name)
-    ax.legend()
-    fig.tight_layout()
-    tmp = out.with_name("tmp-" + out.name)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
-
-
-class JsonlLog:
-    """Appends one JSON object per line (rank 0 only); resumed runs append to the same file."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def write(self, **record) -> None:
-        if self.path is None:
-            return
-        record.setdefault("time", round(time.time(), 3))
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def train_autoencoder(

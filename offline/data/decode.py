@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 
-from offline.readers.base import DataError
+from offline.data.clips import DataError
 
 logger = logging.getLogger(__name__)
 

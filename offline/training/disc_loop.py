@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from offline.config import Config
-from offline.discriminator import Discriminator
-from offline.pa_sampler import SpatialPA, item_rng
+from offline.models.discriminator import Discriminator
+from offline.pa.sampler import SpatialPA, item_rng
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def labelled_frames(cfg: Config, data, sampler: SpatialPA, max_windows: int | No
 
 def train_discriminator(cfg: Config, data=None, progress: bool = True, max_windows: int | None = None) -> DiscriminatorResult:
     """Train D into `cfg.train.out_dir` (SGD lr 0.02, momentum 0.9, wd 1e-3, batch 16, 20 epochs by default)."""
-    from offline import ddp
-    from offline.trainer import atomic_save_safetensors, dump_config, seed_everything
+    from offline.training import ddp
+    from offline.training.ae_loop import seed_everything
+    from offline.training.run_dir import atomic_save_safetensors, dump_config
 
     tc = cfg.train
     out = Path(tc.out_dir)
@@ -77,10 +78,10 @@ def train_discriminator(cfg: Config, data=None, progress: bool = True, max_windo
         (out / STATUS_FILE).write_text(json.dumps({"status": OFF_NO_WEIGHTS, "clip_model_path": None}, indent=2) + "\n")
         return DiscriminatorResult(OFF_NO_WEIGHTS, None, out)
 
-    from offline.clip_features import ClipFeatureExtractor
-    from offline.datasets import open_from_config
+    from offline.models.clip_features import ClipFeatureExtractor
+    from offline.data.readers import open_from_config
     from offline.pa.inpaint import make_inpainter
-    from offline.train_data import load_clips
+    from offline.training.data import load_clips
 
     device = ddp.resolve_device(tc.device)
     seed_everything(tc.seed)
