@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streaming.config import CameraConfig  # noqa: E402
-from streaming.decode import IngestLoop, IngestSettings  # noqa: E402
+from streaming.ingest import IngestLoop, IngestSettings  # noqa: E402
 from tests.faults.tools import media  # noqa: E402
 from tests.faults.tools.net import FaultProxy, closed_port  # noqa: E402
 from tests.faults.tools.watch import CAM_PASSWORD, CAM_USER, WRONG_PASSWORD, StateRecorder, find_secrets, wait_for  # noqa: E402
@@ -41,10 +41,7 @@ OUTAGE_S = 10.0
 
 def settings_for(name: str, url: str, **overrides) -> IngestSettings:
     """IngestSettings as the camera actor derives them from a default CameraConfig (64x64, 4-frame windows)."""
-    cfg = CameraConfig(name=name, url=url, fps=ANALYSIS_FPS, **overrides)
-    return IngestSettings(transport=cfg.transport, fps=cfg.fps, size=64, window=4, hop=4,
-                          open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
-                          backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s)
+    return IngestSettings.for_camera(CameraConfig(name=name, url=url, fps=ANALYSIS_FPS, **overrides), size=64, window=4)
 
 
 class Media:

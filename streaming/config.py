@@ -6,7 +6,6 @@ the dotted field path and the bad value, with camera credentials scrubbed.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from pathlib import Path
@@ -15,23 +14,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
-from offline.config import ConfigError, Strict, read_yaml
-from streaming.decode import camera_env_prefix, scrub_url
+from offline.config import ConfigError, Strict, format_validation_error, read_yaml
+from streaming.credentials import camera_env_prefix, scrub_url
 
 APP_IMPORT_PATH = "streaming.app:build_app"
 URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-scrub = scrub_url  # config errors echo bad values: every URL in them loses its credentials
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 class AlertConfig(Strict):
     """When a camera's normalised score opens and closes an alert (defaults for every camera)."""
@@ -96,7 +84,7 @@ class CameraConfig(Strict):
     def public(self) -> dict[str, Any]:
         """The camera as the API shows it: the URL scrubbed of credentials."""
         data = self.model_dump()
-        data["url"] = scrub(self.url)
+        data["url"] = scrub_url(self.url)
         return data
 
 
@@ -225,18 +213,24 @@ class ServiceConfig(Strict):
         return self.state.path if self.state.path is not None else self.events.path.with_name("state.json")
 
 
+def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
+    """Make the bundle, bundle roots, events and state paths absolute against `base` (actors may run in another
+    directory); the roots and state file get their defaults (beside the bundle, beside the events database)."""
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    scorer = cfg.scorer.model_copy(update={"bundle": absolute(cfg.scorer.bundle)})
+    scorer = scorer.model_copy(update={"bundle_roots": [absolute(r) for r in cfg.scorer.bundle_roots]
+                                       if cfg.scorer.bundle_roots is not None else scorer.allowed_roots()})
+    events = cfg.events.model_copy(update={"path": absolute(cfg.events.path)})
+    cfg = cfg.model_copy(update={"scorer": scorer, "events": events})
+    return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
+
+
 def format_errors(exc: ValidationError, source: str, prefix: str = "") -> str:
-    """One line per bad field (`source: cameras.0.url: ... (got 'rtsp://***@host')`), secrets scrubbed."""
-    lines = [f"{source}: {exc.error_count()} invalid field(s)"]
-    for err in exc.errors():
-        path = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        value = err.get("input")
-        shown = "" if isinstance(value, (dict, list)) or "token" in path else f" (got {scrub(repr(value))})"
-        lines.append(f"  {path}: {scrub(msg)}{shown}")
-    return "\n".join(lines)
+    """One line per bad field (`source: cameras.0.url: ... (got 'rtsp://***@host')`), secrets scrubbed: the project's
+    formatter (offline.config) with credentials removed and no lists or tokens echoed."""
+    return format_validation_error(exc, source, prefix, scrub=scrub_url)
 
 
 def parse_service_config(data: Any, source: str = "service config", prefix: str = "") -> ServiceConfig:

@@ -87,7 +87,7 @@ def decode_images(files: tuple[Path, ...]) -> Iterator[np.ndarray]:
 def resize(frame: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
     """Resize an (H, W, C) frame to (size, size, C) or (h, w, C) with area interpolation; None or the same size: as is.
 
-    The project's one resize: dataset readers and live ingest (streaming.decode) both call it, so a bundle sees
+    The project's one resize: dataset readers and live ingest (streaming.ingest) both call it, so a bundle sees
     camera frames prepared exactly like the frames it was trained on.
     """
     if frame.ndim != 3:

@@ -18,8 +18,8 @@ import pytest
 
 from offline.scoring.bundle import BundleError, random_bundle
 from offline.scoring.detector import Detector
-from streaming.scorer import to_model_input
-from streaming.scorer_actor import ScorerService
+from streaming.batching import to_model_input
+from streaming.scorer_service import ScorerService
 from tests.faults.tools import media
 from tests.faults.tools.watch import wait_for
 

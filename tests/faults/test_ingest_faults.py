@@ -1,4 +1,4 @@
-"""Faults at the camera edge (scenarios 2, 3, 4), against streaming.decode.IngestLoop with real sources:
+"""Faults at the camera edge (scenarios 2, 3, 4), against streaming.ingest.IngestLoop with real sources:
 the GStreamer RTSP server on 127.0.0.1, a loopback proxy that stalls or cuts the stream, damaged files."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from streaming.decode import IngestLoop, IngestSettings, StreamTimeoutError, open_stream
+from streaming.ingest import IngestLoop, IngestSettings
+from streaming.sources import StreamTimeoutError, open_stream
 from tests.faults.conftest import FAULT_CLIP_SECONDS
 from tests.faults.tools.net import FaultProxy, closed_port
 from tests.faults.tools.watch import (
@@ -260,9 +261,7 @@ def camera_settings(cam) -> IngestSettings:
     from streaming.config import CameraConfig
 
     cfg = cam if isinstance(cam, CameraConfig) else CameraConfig.model_validate(cam)
-    extra = {k: getattr(cfg, k) for k in ("backoff_initial_s", "backoff_max_s") if hasattr(cfg, k)}
-    return IngestSettings(transport=cfg.transport, fps=cfg.fps, size=64, window=4, hop=4,
-                          open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s, **extra)
+    return IngestSettings.for_camera(cfg, size=64, window=4)
 
 
 OUTAGE_S = 10.0

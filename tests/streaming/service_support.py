@@ -24,7 +24,7 @@ def demo_bundle(root: Path) -> Path:
     global _bundle
     with _lock:
         if _bundle is None:
-            from streaming.demo import build_demo_bundle
+            from streaming.demo_bundle import build_demo_bundle
 
             _bundle = build_demo_bundle(root / "demo-bundle")
         return _bundle

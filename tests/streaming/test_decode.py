@@ -9,17 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from streaming.decode import (
-    IngestLoop,
-    StreamEndedError,
-    StreamOpenError,
-    StreamTimeoutError,
-    StreamURLError,
-    camera_env_prefix,
-    open_stream,
-    resolve_credentials,
-    scrub_url,
-)
+from streaming.ingest import IngestLoop
+from streaming.sources import StreamEndedError, StreamOpenError, StreamTimeoutError, StreamURLError, open_stream
+from streaming.credentials import camera_env_prefix, resolve_credentials, scrub_url
 from streaming.demo_feed import DemoFeed
 from tests.streaming.rtsp_server import StallServer, free_port
 

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from streaming.metrics import METRIC_NAMES, SnapshotCollector, VadMetrics, camera_label
+from streaming.prometheus import METRIC_NAMES, SnapshotCollector, VadMetrics, camera_label
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple], float]:

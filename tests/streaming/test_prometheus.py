@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client import start_http_server
 
-from streaming.metrics import METRIC_NAMES, VadMetrics
+from streaming.prometheus import METRIC_NAMES, VadMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -8,7 +8,7 @@ import numpy as np
 from offline.scoring.bundle import load_bundle
 from offline.cli import main as vad_main
 from offline.scoring.detector import Detector
-from streaming.demo import demo_frames, ensure_demo_bundle, frame_auc, normal_windows
+from streaming.demo_bundle import demo_frames, ensure_demo_bundle, frame_auc, normal_windows
 
 
 def test_demo_bundle_is_reproducible_and_loads(tmp_path, capsys):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streaming.demo import demo_frames
-from streaming.scorer_actor import ScorerService
+from streaming.demo_bundle import demo_frames
+from streaming.scorer_service import ScorerService
 from tests.streaming.service_support import demo_bundle, wait_for
 
 FPS, T = 10.0, 16

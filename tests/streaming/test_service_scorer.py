@@ -10,7 +10,7 @@ import pytest
 
 from offline.scoring.bundle import random_bundle
 from offline.scoring.detector import Detector
-from streaming.scorer import BatchScorer, PendingWindows, frame_scorer_factory, to_model_input
+from streaming.batching import BatchScorer, PendingWindows, frame_scorer_factory, to_model_input
 
 SIZE, T = 32, 16
 

@@ -22,7 +22,7 @@ from offline.data.pixels import to_model_range
 
 
 class WindowLike(Protocol):
-    """What the ring buffer produces (streaming.ring_buffer.Window)."""
+    """What the ring buffer produces (streaming.ring_buffer.CameraWindow)."""
 
     camera: str
     frames: np.ndarray  # (T, H, W, 3) uint8

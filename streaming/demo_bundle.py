@@ -24,7 +24,7 @@ from offline.data.decode import resize
 from offline.scoring.evidence import frame_psnr
 from streaming.demo_feed import DemoFeed
 from streaming.ring_buffer import FrameResampler
-from streaming.scorer import to_model_input
+from streaming.batching import to_model_input
 
 logger = logging.getLogger(__name__)
 

@@ -252,19 +252,24 @@ class VadMetrics:
                 self._cameras[name] = cm
             return self._cameras[name]
 
+    def _forget(self, table: dict, name: str, metrics: tuple) -> bool:
+        """Remove `name` from `table` and its series from `metrics`; False when it was not there."""
+        with self._lock:
+            if table.pop(name, None) is None:
+                return False
+        for metric in metrics:
+            metric.remove(name)
+        return True
+
     def remove_camera(self, name: str) -> None:
         """Drop every series of a removed camera (no stale `camera_up` left for the CameraDown rule)."""
-        with self._lock:
-            if self._cameras.pop(name, None) is None:
-                return
-        for metric in (
+        if self._forget(self._cameras, name, (
             self.frames_decoded, self.frames_scored, self.reconnects, self.alerts, self.decode_latency,
             self.score_latency, self.anomaly_score, self.normaliser_warm, self.alert_active, self.camera_up,
             self.camera_state, self.window_queue_depth, self.lag,
-        ):
-            metric.remove(name)
-        for reason in DROP_REASONS:
-            self.frames_dropped.remove(name, reason)
+        )):
+            for reason in DROP_REASONS:
+                self.frames_dropped.remove(name, reason)
 
     def cameras(self) -> list[str]:
         with self._lock:
@@ -286,14 +291,11 @@ class VadMetrics:
             return self._scorers[name]
 
     def remove_scorer(self, name: str) -> None:
-        with self._lock:
-            if self._scorers.pop(name, None) is None:
-                return
-        for metric in (
+        """Drop every series of a scorer that is gone."""
+        self._forget(self._scorers, name, (
             self.scorer_up, self.scorer_batch_size, self.scorer_batch_duration, self.scorer_windows,
             self.scorer_busy, self.scorer_queue_depth,
-        ):
-            metric.remove(name)
+        ))
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type, for `/metrics`.

@@ -1,9 +1,9 @@
-"""Ray actor per device: queue windows from every camera, score them in batches, then alerts and events.
+"""The scorer service of one device: queue windows from every camera, score them in batches, then alerts and events.
 
-`ScorerService` is the actor's body as a plain class (usable without Ray): `submit(window)` only queues
-(see streaming.scorer for the drop policy); a worker thread takes batches (max_batch, max_wait_ms), calls
-the Detector once per batch, and per camera runs FrameScorer -> AlertTracker -> EventStore, keeping the
-peak frame and its error map so each event gets a JPEG snapshot.
+`ScorerService` is a plain class (no Ray import); the fleet runs it as a Ray actor (`ray.remote(ScorerService)`,
+streaming/fleet.py). `submit(window)` only queues (see streaming.batching for the drop policy); a worker thread
+takes batches (max_batch, max_wait_ms), calls the Detector once per batch, and per camera runs FrameScorer ->
+CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG snapshot).
 
 Bundle hot-swap (two phases, so several scorers switch together or not at all): `prepare_bundle(path)` loads and
 validates the new bundle completely into a fresh Detector beside the running one (a refused bundle raises
@@ -18,49 +18,23 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from offline.scoring.bundle import BundleError
 from offline.scoring.detector import Detector
-from streaming.alerts import AlertEvent, AlertTracker
+from streaming.batching import BatchScorer, PendingWindows, ScoredWindow, frame_scorer_factory
+from streaming.camera_alerts import CameraAlerts
 from streaming.config import AlertConfig, EventsConfig
 from streaming.events import EventStore
-from streaming.metrics import VadMetrics
-from streaming.scorer import BatchScorer, PendingWindows, ScoredWindow, frame_scorer_factory
-from streaming.snapshot import render_snapshot
+from streaming.prometheus import VadMetrics
 
 logger = logging.getLogger(__name__)
 
 # The histograms this actor reports (its counters and gauges travel as totals in `stats()`).
 SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds")
 BUSY_WINDOW_S = 10.0
-SNAPSHOT_MIN_SIDE = 256  # pixels: snapshots of smaller model inputs are enlarged (nearest) to at least this
-RESUME_GAP_S = 60.0  # a restarted scorer resumes a camera's open alert last updated at most this long ago
-
-
-@dataclass
-class _Camera:
-    """Per-camera scoring state and counters."""
-
-    tracker: AlertTracker
-    windows_scored: int = 0
-    frames_scored: int = 0
-    windows_dropped: int = 0
-    frames_dropped: int = 0
-    last_score: float | None = None
-    last_warm: bool = False
-    last_frame: int | None = None
-    last_frame_wall_s: float | None = None
-    last_latency_s: float | None = None
-    event_id: int | None = None
-    events_opened: int = 0
-    peak: tuple[np.ndarray, np.ndarray] | None = None  # (rgb (H, W, 3), error map (H, W)) of the peak so far
-    scored_times: deque = field(default_factory=lambda: deque(maxlen=64))  # (wall_s, frames) per window
-    bundle: str | None = None  # sha256 prefix of the bundle that scored the last window
 
 
 class ScorerService:
@@ -103,7 +77,7 @@ class ScorerService:
         self.store = EventStore(ev.path, ev.retention_days, ev.max_events)
         self.alert_defaults = alerts if isinstance(alerts, AlertConfig) else AlertConfig.model_validate(alerts or {})
         self._alert_settings: dict[str, AlertConfig] = {}
-        self._cams: dict[str, _Camera] = {}
+        self._cams: dict[str, CameraAlerts] = {}
         self._removed: set[str] = set()
         self._latency_labels: set[str] = set()
         self._lock = threading.RLock()
@@ -129,8 +103,7 @@ class ScorerService:
             self._alert_settings[camera] = settings
             cam = self._cams.get(camera)
             if cam is not None:
-                t = cam.tracker
-                t.threshold, t.min_duration_s, t.hysteresis = settings.threshold, settings.min_duration_s, settings.hysteresis
+                cam.apply(settings)
 
     def remove_camera(self, camera: str) -> None:
         """Forget a camera: close its open alert (reason "removed"), its queue and its normaliser."""
@@ -144,27 +117,14 @@ class ScorerService:
                 self._latency_labels.discard(camera)
                 self.metrics.score_latency.remove(camera)
             if cam is not None:
-                for ev in cam.tracker.close(time.time(), reason="removed"):
-                    self._persist(camera, cam, ev)
+                cam.close(self.store, "removed")
 
-    def _camera(self, name: str) -> _Camera:
+    def _camera(self, name: str) -> CameraAlerts:
         cam = self._cams.get(name)
         if cam is None:
             a = self._alert_settings.get(name, self.alert_defaults)
-            cam = self._cams[name] = _Camera(AlertTracker(a.threshold, a.min_duration_s, a.hysteresis, camera=name))
-            self._resume_open_event(name, cam)
+            cam = self._cams[name] = CameraAlerts.start(name, a, self.store)
         return cam
-
-    def _resume_open_event(self, name: str, cam: _Camera) -> None:
-        """After a scorer restart: adopt the camera's open event if it was updated within RESUME_GAP_S (the alert
-        goes on, no duplicate), else close it at its last update (reason "restart"): an open alert is never lost."""
-        for ev in self.store.list_events(camera=name, status="open", limit=10):
-            if cam.event_id is None and time.time() - ev.updated_s <= RESUME_GAP_S:
-                cam.event_id = ev.id
-                cam.tracker.resume(ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s)
-                logger.warning("camera %s: resumed open alert (event %d) after a scorer restart", name, ev.id)
-            else:
-                self.store.close_event(ev.id, ev.updated_s, "restart")
 
     # ------------------------------------------------------------------------------------------- intake
     def submit(self, window: Any) -> bool:
@@ -213,52 +173,7 @@ class ScorerService:
         with self._lock:
             if r.camera in self._removed:
                 return  # removed while its window was being scored (a restarted scorer knows no camera yet)
-            cam = self._camera(r.camera)
-            for t in range(len(r.score)):
-                wall = float(r.wall_s[t])
-                hist.observe(max(0.0, now - wall))
-                events = cam.tracker.update(wall, float(r.score[t]), int(r.indices[t]), bool(r.warm[t]))
-                if cam.tracker.new_peak:
-                    emap = r.error_map[t] if r.error_map is not None else np.zeros(r.frames.shape[1:3], np.float32)
-                    cam.peak = (np.array(r.frames[t]), np.array(emap))
-                for ev in events:
-                    self._persist(r.camera, cam, ev)
-            cam.windows_scored += 1
-            cam.frames_scored += len(r.score)
-            cam.last_score = float(r.score[-1])
-            cam.last_warm = bool(r.warm[-1])
-            cam.last_frame = int(r.indices[-1])
-            cam.last_frame_wall_s = float(r.wall_s[-1])
-            cam.last_latency_s = now - float(r.wall_s[-1])
-            cam.scored_times.append((now, len(r.score)))
-            cam.bundle = bundle
-            if cam.event_id is not None:
-                self.store.touch(cam.event_id, cam.last_frame_wall_s)
-
-    def _snapshot(self, cam: _Camera) -> bytes | None:
-        if cam.peak is None:
-            return None
-        rgb, emap = cam.peak
-        k = -(-SNAPSHOT_MIN_SIDE // min(rgb.shape[:2]))  # small model inputs (64x64) are enlarged for viewing
-        if k > 1:
-            rgb = rgb.repeat(k, axis=0).repeat(k, axis=1)
-            emap = emap.repeat(k, axis=0).repeat(k, axis=1)
-        return render_snapshot(rgb, emap)
-
-    def _persist(self, camera: str, cam: _Camera, ev: AlertEvent) -> None:
-        if ev.kind == "opened":
-            cam.event_id = self.store.open_event(
-                camera, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self._snapshot(cam)
-            )
-            cam.events_opened += 1
-            logger.warning("camera %s: anomaly alert opened (event %d, score %.3f)", camera, cam.event_id, ev.peak_score)
-        elif ev.kind == "peak" and cam.event_id is not None:
-            self.store.update_peak(cam.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self._snapshot(cam))
-        elif ev.kind == "closed" and cam.event_id is not None:
-            self.store.close_event(cam.event_id, ev.end_s if ev.end_s is not None else time.time(), ev.reason)
-            logger.info("camera %s: alert closed (event %d)", camera, cam.event_id)
-            cam.event_id = None
-            cam.peak = None
+            self._camera(r.camera).observe(r, self.store, hist, now, bundle)
 
     # ------------------------------------------------------------------------------------------ queries
     def busy_ratio(self) -> float:
@@ -401,8 +316,7 @@ class ScorerService:
         self._thread.join(timeout=30)
         with self._lock:
             for name, cam in self._cams.items():
-                for ev in cam.tracker.close(time.time(), reason="stopped"):
-                    self._persist(name, cam, ev)
+                cam.close(self.store, "stopped")
 
 
 def bundle_info(detector: Detector) -> dict[str, Any]:
