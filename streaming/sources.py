@@ -5,7 +5,7 @@ failure is a `StreamError` subclass (a `ConnectionError`) with the URL scrubbed,
 `ValueError`) when retrying cannot help. No Ray; PyAV is imported when a PyAV stream is opened.
 
 PyAV timeout traps, checked against a real GStreamer RTSP server and a server that accepts then stalls
-(tests/streaming/test_decode.py):
+(tests/streaming/test_ingest.py):
 - An open that stalls ends after `open_timeout_s` but PyAV reports `InvalidDataError`, not a timeout
   (PyAV issue 584 was the open hanging forever); we classify by elapsed time. A server that completes the
   RTSP handshake and then sends no media "opens" after the timeout with a 0x0 stream: also a timeout.

@@ -21,7 +21,7 @@ from offline.scoring.detector import Detector
 from streaming.batching import to_model_input
 from streaming.scorer_service import ScorerService
 from tests.faults.tools import media
-from tests.faults.tools.watch import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 SIZE, T = 32, 16

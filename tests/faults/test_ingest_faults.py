@@ -18,8 +18,8 @@ from tests.faults.tools.watch import (
     WRONG_PASSWORD,
     StateRecorder,
     find_secrets,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -297,7 +297,7 @@ def test_rtsp_server_killed_and_restarted_10s_later(rtsp_server_factory, fault_m
         victim.stop()
         rec.wait("reconnecting", READ_TIMEOUT_S + 6, after=t_kill)
         # the outage lasts 10 s by the definition: wait for it, polling that A keeps retrying
-        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "the 10 s outage", poll_s=0.2)
+        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "the 10 s outage", every_s=0.2)
         victim.start()
         t_back = time.monotonic()
         t_stream, _, _ = rec.wait("streaming", 30, after=t_back)

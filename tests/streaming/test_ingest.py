@@ -14,17 +14,7 @@ from streaming.sources import StreamEndedError, StreamOpenError, StreamTimeoutEr
 from streaming.credentials import camera_env_prefix, resolve_credentials, scrub_url
 from streaming.demo_feed import DemoFeed
 from tests.streaming.rtsp_server import StallServer, free_port
-
-
-def wait_for(cond, timeout_s: float, what: str, poll_s: float = 0.05):
-    """Poll `cond` until truthy (returns its value) or fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+from tests.polling import wait_for
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """The same TV-L1 code on CPU and CUDA: agreement with each other and with OpenCV's stored references.
 
 The GPU machine has no cv2.optflow: OpenCV's flow for 3 real pairs was computed on the CPU machine and is stored
-in tests/offline/data/flow_ref.npz (tests/offline/make_flow_reference.py). Skipped without CUDA (`gpu` marker).
+in tests/offline/flow/flow_ref.npz (tests/offline/flow/make_reference.py). Skipped without CUDA (`gpu` marker).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from offline.flow import TVL1, TVL1Params
 
 pytestmark = pytest.mark.gpu
 
-REF = Path(__file__).parent / "data" / "flow_ref.npz"
+REF = Path(__file__).parent / "flow_ref.npz"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from offline.config import FlowConfig
 from offline.flow import FlowEstimator
 from offline.flow.opencv_backend import opencv_available
-from tests.offline.flow_frames import real_pairs, smooth_flow
+from tests.offline.flow.frames import real_pairs, smooth_flow
 
 pytestmark = [
     pytest.mark.slow,

@@ -22,9 +22,9 @@ from offline.pa.sampler import SpatialPA, TemporalPA, item_rng
 from offline.training.data import TrainWindows, holdout_split
 from offline.training.run_dir import StopRequest, load_checkpoint
 from offline.training.ae_loop import build_autoencoder, train_autoencoder
-from tests.offline._train_synthetic import synthetic_data, tiny_config
+from tests.offline.training.synthetic import synthetic_data, tiny_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(tmp_path):

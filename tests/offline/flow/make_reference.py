@@ -1,7 +1,7 @@
-"""Regenerate tests/offline/data/flow_ref.npz: 3 real 256x256 pairs (uint8) and OpenCV's DualTVL1 flow (float16).
+"""Regenerate tests/offline/flow/flow_ref.npz: 3 real 256x256 pairs (uint8) and OpenCV's DualTVL1 flow (float16).
 
-Run on a CPU machine with opencv-contrib: `python -m tests.offline.make_flow_reference`. The GPU machine has no
-cv2.optflow, so test_flow_gpu.py compares against these stored references.
+Run on a CPU machine with opencv-contrib: `python -m tests.offline.flow.make_reference`. The GPU machine has no
+cv2.optflow, so flow/test_gpu.py compares against these stored references.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import torch
 
 from tests.conftest import shared_data_root
 
-OUT = Path(__file__).parent / "data" / "flow_ref.npz"
+OUT = Path(__file__).parent / "flow_ref.npz"
 PICKS = (1, 5, 16)  # Ped2 test 01 (bike), Ped2 test 02, vtest
 
 
 def main() -> None:
     from offline.flow.opencv_backend import OpenCVTVL1
-    from tests.offline.flow_frames import real_pairs
+    from tests.offline.flow.frames import real_pairs
 
     root = shared_data_root()
     i0, i1, names = real_pairs(root / "ped2", root / "vtest" / "vtest.avi")

@@ -1,4 +1,4 @@
-"""streaming/scorer_actor.py without Ray: demo feed -> batches -> running scores -> alerts -> SQLite events.
+"""streaming/scorer_service.py and camera_alerts.py without Ray: demo feed -> batches -> running scores -> alerts -> SQLite events.
 
 The demo bundle is trained on the demo feed's normal part; the feed has a vehicle crossing at 20.0-21.6 s
 and 40.0-41.6 s. At 10 analysed fps those are frames 200-215 and 400-415.

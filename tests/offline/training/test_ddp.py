@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from offline.training.ddp import DistInfo
 from offline.training.ae_loop import epoch_batches
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 SCRIPT = textwrap.dedent(
     """
@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     from safetensors.torch import save_file
     from offline.training import ddp
     from offline.training.ae_loop import train_autoencoder
-    from tests.offline._train_synthetic import synthetic_data, tiny_config
+    from tests.offline.training.synthetic import synthetic_data, tiny_config
 
     cfg = tiny_config({out!r}, train__max_steps=3, train__epochs=2, pa__spatial="gaussian", pa__p_spatial=0.5)
     result = train_autoencoder(cfg, progress=False, data=synthetic_data(clips=2, n_frames=40))

@@ -5,6 +5,7 @@ test_flow_accuracy.py.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,6 @@ from offline.flow.tvl1 import (
     warp_bicubic,
 )
 
-cv2 = pytest.importorskip("cv2")
 needs_contrib = pytest.mark.skipif(not opencv_available(), reason="needs opencv-contrib (cv2.optflow)")
 
 

@@ -1,4 +1,4 @@
-"""streaming/scorer.py: the queue's drop policy and batch release, and batched scoring equal to one-by-one."""
+"""streaming/batching.py: the queue's drop policy and batch release, and batched scoring equal to one-by-one."""
 from __future__ import annotations
 
 import threading

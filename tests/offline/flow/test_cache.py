@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-cv2 = pytest.importorskip("cv2")
-
-from offline.cli import main  # noqa: E402
-from offline.config import FlowConfig  # noqa: E402
-from offline.data.readers import open_dataset  # noqa: E402
-from offline.flow import FlowEstimator  # noqa: E402
-from offline.data.pixels import rgb_to_gray255  # noqa: E402
-from offline.flow.cache import FlowCache, clip_flow  # noqa: E402
-from offline.flow.visualize import colour_wheel, flow_to_rgb  # noqa: E402
+from offline.cli import main
+from offline.config import FlowConfig
+from offline.data.readers import open_dataset
+from offline.flow import FlowEstimator
+from offline.data.pixels import rgb_to_gray255
+from offline.flow.cache import FlowCache, clip_flow
+from offline.flow.visualize import colour_wheel, flow_to_rgb
 
 FAST = dict(backend="torch", compile="off", scales=2, warps=2)
 

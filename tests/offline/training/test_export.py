@@ -13,7 +13,7 @@ from offline.scoring.detector import Detector
 from offline.training.disc_loop import train_discriminator
 from offline.training.export import export
 from offline.training.ae_loop import train_autoencoder
-from tests.offline._train_synthetic import synthetic_data, tiny_config
+from tests.offline.training.synthetic import synthetic_data, tiny_config
 
 PED2 = (0.65, 0.25, 0.1)
 

@@ -1,4 +1,4 @@
-"""streaming/demo.py: the demo bundle builds reproducibly through `vad demo-bundle` and loads as a Detector."""
+"""streaming/demo_bundle.py: the demo bundle builds reproducibly through `vad demo-bundle` and loads as a Detector."""
 from __future__ import annotations
 
 import json
