@@ -1,6 +1,9 @@
 """Fault-injection benchmark: run the fault suite's scenarios once each and print one table.
 
-    .venv/bin/python bench/faults.py [--only NAME ...] [--json out.json]
+    .venv/bin/python -m bench.faults [--only NAME ...] [--json out.json]     # from the repository root
+
+Run as a module from the checkout's root so that `tests` (the fault suite's injectors) imports without a
+sys.path edit.
 
 Rows marked "service" run against the real service (Ray Serve app on one local Ray, camera and scorer actors,
 SQLite events; scenario 6 as two `serve run` processes in a private network namespace), the others at the
@@ -27,16 +30,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from streaming.config import CameraConfig  # noqa: E402
-from streaming.ingest import IngestLoop, IngestSettings  # noqa: E402
-from tests.faults.tools import media  # noqa: E402
-from tests.faults.tools.net import FaultProxy, closed_port  # noqa: E402
-from tests.faults.tools.watch import CAM_PASSWORD, CAM_USER, WRONG_PASSWORD, StateRecorder, find_secrets  # noqa: E402
-from tests.polling import wait_for  # noqa: E402
-from tests.streaming.rtsp_server import RtspServer  # noqa: E402
+from streaming.config import CameraConfig
+from streaming.ingest import IngestLoop, IngestSettings
+from tests.faults.tools import media
+from tests.faults.tools.net import FaultProxy, closed_port
+from tests.faults.tools.watch import CAM_PASSWORD, CAM_USER, WRONG_PASSWORD, StateRecorder, find_secrets
+from tests.polling import wait_for
+from tests.streaming.rtsp_server import RtspServer
 
 ANALYSIS_FPS = 5.0
 OUTAGE_S = 10.0

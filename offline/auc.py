@@ -32,6 +32,7 @@ def macro_auc(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]
 
 
 def pooled_roc(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (fpr, tpr) of all clips' frames pooled, as the micro AUC counts them; for the ROC plot."""
     y = np.concatenate([np.asarray(labels[c]) for c in scores])
     s = np.concatenate([np.asarray(scores[c]) for c in scores])
     fpr, tpr, _ = roc_curve(y, s)

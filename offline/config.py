@@ -22,6 +22,8 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
+    """Where the footage is and how it is cut: dataset root and layout, frame size, window length, strides."""
+
     root: Path = Field(
         default=Path(os.environ.get("VAD_DATA", "../shared/data/ped2")),
         description="dataset folder (shared layout with labels.json, UCSD, frames layout, Avenue, or a folder of videos)",
@@ -115,6 +117,8 @@ class PAConfig(Strict):
 
 
 class ModelConfig(Strict):
+    """Autoencoder widths, the optional SSPCAB block, and the CLIP features the discriminator needs."""
+
     channels: tuple[int, int, int] = Field((96, 128, 256), description="encoder widths (METHOD.md)")
     sspcab: bool = Field(False, description="replace the encoder's last convolution by an SSPCAB block")
     sspcab_weight: float = Field(0.1, ge=0)
@@ -124,6 +128,8 @@ class ModelConfig(Strict):
 
 
 class ScoringConfig(Strict):
+    """How per-frame evidence becomes a score: weights (eta), normaliser, window stride, which frames score."""
+
     weights: tuple[float, float, float] = Field(
         (0.65, 0.25, 0.1), description="eta1 (frame PSNR), eta2 (flow error), eta3 (discriminator); sum to 1"
     )
@@ -142,6 +148,8 @@ class ScoringConfig(Strict):
 
 
 class TrainConfig(Strict):
+    """One training run: target, schedule, optimiser, device and precision, logging, held-out calibration share."""
+
     target: Literal["spatial", "temporal", "discriminator"] = "spatial"
     epochs: int = Field(25, ge=1)
     batch_size: int = Field(24, ge=1, description="effective batch (split over data-parallel ranks)")
@@ -164,6 +172,8 @@ class TrainConfig(Strict):
 
 
 class Config(Strict):
+    """A whole offline config, one section per concern; `load_config` validates a YAML file into it."""
+
     data: DataConfig = DataConfig()
     flow: FlowConfig = FlowConfig()
     pa: PAConfig = PAConfig()
@@ -208,6 +218,7 @@ def validate(model: type[BaseModel], data: Any, source: str = "config") -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or bad YAML is a ConfigError naming the file."""
     path = Path(path)
     try:
         return yaml.safe_load(path.read_text())

@@ -149,6 +149,7 @@ def evaluate(
 
 
 def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write the report (JSON), per-clip scores and the ROC / score plots to `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {k: np.asarray(v) for k, v in report.pop("_labels").items()}
     series = {n: {k: np.asarray(v) for k, v in s.items()} for n, s in report["series"].items()}
@@ -173,6 +174,7 @@ def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad eval`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (data, scoring); defaults otherwise")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="model bundle directory")
@@ -187,6 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad eval`: score a labelled dataset, print the AUCs, write the outputs; exit status 2 on bad input."""
     from offline.data.readers import DataError, open_dataset
 
     try:

@@ -132,28 +132,33 @@ class ControlPlane:
 
     @api.get("/healthz")
     def healthz(self) -> JSONResponse:
+        """GET /healthz: 200 when every actor answers, else 503 naming the dead (no token needed)."""
         ok, body = status.health(self.fleet)
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @api.get("/metrics")
     def metrics(self, request: Request) -> Response:
+        """GET /metrics: the Prometheus exposition of the whole fleet."""
         self._auth(request)
         body, ctype = status.render_metrics(self.fleet)
         return Response(body, media_type=ctype)
 
     @api.get("/cameras")
     def list_cameras(self, request: Request) -> list[dict]:
+        """GET /cameras: one status row per camera."""
         self._auth(request)
         return status.camera_rows(self.fleet)
 
     @api.get("/cameras/{name}")
     def get_camera(self, name: str, request: Request) -> dict:
+        """GET /cameras/{name}: its status row and its config (URL scrubbed)."""
         self._auth(request)
         self._camera(name)
         return {**status.camera_rows(self.fleet, [name])[0], "config": self.fleet.cameras[name].public()}
 
     @api.post("/cameras", status_code=201)
     def add_camera(self, cam: CameraConfig, request: Request) -> dict:
+        """POST /cameras: start a camera (201; 409 when the name exists); saved for the next start."""
         self._auth(request)
         try:
             self.fleet.add(cam, via_api=True)
@@ -163,6 +168,7 @@ class ControlPlane:
 
     @api.put("/cameras/{name}")
     def replace_camera(self, name: str, cam: CameraConfig, request: Request) -> dict:
+        """PUT /cameras/{name}: replace its config (alert-only changes apply live, others restart its decoder)."""
         self._auth(request)
         self._camera(name)
         if cam.name != name:
@@ -172,6 +178,7 @@ class ControlPlane:
 
     @api.patch("/cameras/{name}")
     def patch_camera(self, name: str, changes: dict, request: Request) -> Any:
+        """PATCH /cameras/{name}: change some fields of its config, validated as a whole."""
         self._auth(request)
         old = self._camera(name)
         if "name" in changes and changes["name"] != name:
@@ -185,6 +192,7 @@ class ControlPlane:
 
     @api.delete("/cameras/{name}", status_code=204)
     def delete_camera(self, name: str, request: Request) -> Response:
+        """DELETE /cameras/{name}: stop and remove it (its open alert closes, reason "removed")."""
         self._auth(request)
         self._camera(name)
         self.fleet.remove(name, via_api=True)
@@ -193,6 +201,7 @@ class ControlPlane:
 
     @api.get("/scorers")
     def scorers(self, request: Request) -> dict:
+        """GET /scorers: batching and utilisation per scorer actor."""
         self._auth(request)
         return {
             k: {**(v if isinstance(v, dict) else {"alive": False, "error": str(v)[:300]}),
@@ -202,11 +211,13 @@ class ControlPlane:
 
     @api.get("/bundle")
     def get_bundle(self, request: Request) -> dict:
+        """GET /bundle: the bundle being scored with (path, weights sha256 prefix, version)."""
         self._auth(request)
         return self.fleet.bundle_info()
 
     @api.put("/bundle")
     def put_bundle(self, body: BundleRequest, request: Request) -> Any:
+        """PUT /bundle: hot-swap every scorer to a bundle under the allowed roots (403 outside, 422 refused)."""
         self._auth(request)
         if not Path(body.path).is_absolute():
             raise HTTPException(422, f"body.path: must be an absolute path (the service's working directory is not "
@@ -235,6 +246,7 @@ class ControlPlane:
         status: Literal["open", "closed"] | None = None,
         limit: int = Query(100, ge=1, le=10_000),
     ) -> list[dict]:
+        """GET /events: alert events, newest first, filtered by camera, time, score and status."""
         self._auth(request)
         if since is not None and until is not None and since > until:
             raise HTTPException(422, f"query.since ({since}) must not be after query.until ({until})")
@@ -244,6 +256,7 @@ class ControlPlane:
 
     @api.get("/events/{event_id}")
     def event(self, event_id: int, request: Request) -> dict:
+        """GET /events/{id}: one event (404 if unknown)."""
         self._auth(request)
         ev = self._events("get_event", event_id)
         if ev is None:
@@ -252,6 +265,7 @@ class ControlPlane:
 
     @api.get("/events/{event_id}/snapshot")
     def snapshot(self, event_id: int, request: Request) -> Response:
+        """GET /events/{id}/snapshot: the event's JPEG (peak frame with the error heatmap)."""
         self._auth(request)
         jpeg = self._events("get_snapshot", event_id)
         if jpeg is None:

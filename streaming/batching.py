@@ -62,6 +62,7 @@ class PendingWindows:
             return evicted
 
     def depth(self, camera: str | None = None) -> int:
+        """Windows queued for `camera`, or for all cameras."""
         with self._cond:
             if camera is not None:
                 return len(self._queues.get(camera, ()))
@@ -74,6 +75,7 @@ class PendingWindows:
             return len(q)
 
     def close(self) -> None:
+        """Wake every waiting `take` with an empty batch (the scorer is stopping)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()

@@ -82,9 +82,11 @@ class CameraActor:
 
     # ------------------------------------------------------------------------------------------ remote API
     def ping(self) -> str:
+        """Health check: answers while the actor lives."""
         return self.name
 
     def set_scorer(self, scorer: Any) -> None:
+        """Send windows to another scorer actor from now on (in-flight windows are forgotten)."""
         with self._lock:
             self.scorer = scorer
             self._inflight = []
@@ -110,6 +112,7 @@ class CameraActor:
         return s
 
     def metric_families(self) -> list:
+        """This actor's histograms (decode latency) for the control plane's /metrics."""
         return [f for f in self.metrics.snapshot() if f.name in CAMERA_FAMILIES]
 
     def stop(self) -> bool:

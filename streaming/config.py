@@ -74,6 +74,7 @@ class CameraConfig(Strict):
 
     @property
     def env_prefix(self) -> str:
+        """Where this camera's credentials are read from: `credentials_env`, else VAD_CAMERA_<NAME>."""
         return self.credentials_env or camera_env_prefix(self.name)
 
     def alert_settings(self, defaults: AlertConfig) -> AlertConfig:
@@ -141,6 +142,8 @@ class ScorerConfig(Strict):
 
 
 class EventsConfig(Strict):
+    """The SQLite file of alert events (shared by every scorer) and how long events are kept."""
+
     path: Path = Field(Path("runs/events.db"), description="SQLite file of alert events (shared by all scorers)")
     retention_days: float = Field(30.0, gt=0, le=3650)
     max_events: int = Field(10_000, ge=1)
@@ -166,6 +169,7 @@ class HttpConfig(Strict):
     token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="read the token from this env var")
 
     def resolve_token(self) -> str | None:
+        """The bearer token (from `token` or the `token_env` variable), or None when the API is open."""
         if self.token is not None:
             return self.token.get_secret_value()
         if self.token_env:
@@ -177,6 +181,8 @@ class HttpConfig(Strict):
 
 
 class ServiceConfig(Strict):
+    """The whole service config (the `args:` of deploy/config.yaml); validated once in build_app."""
+
     cameras: list[CameraConfig] = Field(default_factory=list)
     scorer: ScorerConfig = ScorerConfig()
     alerts: AlertConfig = AlertConfig()
@@ -206,6 +212,7 @@ class ServiceConfig(Strict):
         return self
 
     def camera(self, name: str) -> CameraConfig | None:
+        """The configured camera named `name`, or None."""
         return next((c for c in self.cameras if c.name == name), None)
 
     def state_file(self) -> Path:

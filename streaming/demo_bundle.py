@@ -180,6 +180,7 @@ def ensure_demo_bundle(path: str | Path, **kwargs) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad demo-bundle`'s arguments."""
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH, help="bundle directory to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=10.0, help="analysis frame rate of the demo camera")
@@ -189,6 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad demo-bundle`: build the demo bundle (kept unless --force) and print its test-frame AUC."""
     if not args.force and (args.out / "config.json").is_file():
         print(f"{args.out}: exists (use --force to rebuild)")
         return 0

@@ -22,12 +22,31 @@ from streaming import state as persisted
 from streaming.camera_actor import CameraActor
 from streaming.config import CameraConfig, ServiceConfig
 from streaming.credentials import scrub_url
+from streaming.prometheus import SnapshotCollector, VadMetrics
 from streaming.scorer_service import ScorerService
-from streaming.status import CALL_TIMEOUT_S, HEALTH_TIMEOUT_S, FleetMetrics
 
 logger = logging.getLogger(__name__)
 
 ALERT_FIELDS = {"threshold", "min_duration_s", "hysteresis"}
+CALL_TIMEOUT_S = 10.0
+HEALTH_TIMEOUT_S = 2.0  # a restarting actor queues calls: answer 503 while it is away instead of waiting for it
+
+
+class FleetMetrics:
+    """The control plane's metrics: its registry, the families the actors ship, and alerts already counted."""
+
+    def __init__(self):
+        self.metrics = VadMetrics()
+        self.collector = SnapshotCollector()
+        self.lock = threading.Lock()
+        self.alerts_seen: dict[str, int] = {}
+
+    def forget_camera(self, name: str) -> None:
+        """A removed camera's series go (they would otherwise report its last values forever)."""
+        with self.lock:
+            self.metrics.remove_camera(name)
+            self.alerts_seen.pop(name, None)
+            self.collector.remove(f"camera:{name}")
 
 
 class NoScorerError(RuntimeError):
@@ -43,7 +62,7 @@ def scorer_devices(cfg: ServiceConfig) -> list[str]:
 
 
 class Fleet:
-    """Starts, tracks and stops the scorer and camera actors; gathers their status and metrics."""
+    """Starts, changes and stops the scorer and camera actors (their status and metrics: streaming/status.py)."""
 
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg

@@ -88,6 +88,7 @@ class IngestCounters:
     decode_s: float = 0.0  # last frame's decode + colour conversion + resize time, seconds
 
     def snapshot(self) -> dict[str, Any]:
+        """A copy of the counters as a dict (safe to hand to another thread or process)."""
         return dict(self.__dict__)
 
 
@@ -153,6 +154,7 @@ class IngestLoop:
 
     @property
     def running(self) -> bool:
+        """True while the loop's thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, Any]:

@@ -12,6 +12,8 @@ Two ways to feed it:
   calls `cam.sync_totals(frames_decoded=..., reconnects=...)` with them (deltas are added, restarts handled),
   or an actor ships `m.snapshot()` (picklable metric families) and the app merges them with
   `app_metrics.remote.update(source, families)` (`.remove(source)` when the actor goes away).
+
+Over 350 lines on purpose: this is the one place metric names are defined (the rules and the dashboard depend on it).
 """
 from __future__ import annotations
 
@@ -272,6 +274,7 @@ class VadMetrics:
                 self.frames_dropped.remove(name, reason)
 
     def cameras(self) -> list[str]:
+        """Names of the cameras that have series, sorted."""
         with self._lock:
             return sorted(self._cameras)
 
@@ -355,19 +358,23 @@ class SnapshotCollector(Collector):
         self._lock = threading.Lock()
 
     def update(self, source: str, families: Iterable[Metric]) -> None:
+        """Replace the families shipped by `source` (an actor) with its latest snapshot."""
         with self._lock:
             self._sources[source] = list(families)
 
     def remove(self, source: str) -> None:
+        """Drop the families of a source that is gone (a removed camera)."""
         with self._lock:
             self._sources.pop(source, None)
 
     def collect(self) -> Iterable[Metric]:
+        """Every source's families merged, for the registry's exposition."""
         with self._lock:
             sources = list(self._sources.items())
         return merge_families(sources)
 
     def describe(self) -> Iterable[Metric]:
+        """No static description: families are known only once actors ship them."""
         return []
 
 

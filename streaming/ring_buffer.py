@@ -100,6 +100,7 @@ class FrameResampler:
         self._last: float | None = None
 
     def reset(self) -> None:
+        """Start again (after a reconnect, stream time restarts)."""
         self._next = None
         self._last = None
 

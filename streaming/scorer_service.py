@@ -177,6 +177,7 @@ class ScorerService:
 
     # ------------------------------------------------------------------------------------------ queries
     def busy_ratio(self) -> float:
+        """Fraction of the last BUSY_WINDOW_S spent scoring batches (utilisation)."""
         now = time.monotonic()
         while self._busy and self._busy[0][0] < now - BUSY_WINDOW_S:
             self._busy.popleft()
@@ -289,20 +290,25 @@ class ScorerService:
             self._staged = None
 
     def model_input(self) -> dict[str, int]:
+        """Frame size and window length of the running bundle (what cameras must feed)."""
         return {"size": self.detector.size, "window": self.detector.window}
 
     def metric_families(self) -> list:
+        """This scorer's histograms (latency, batch size and duration) for the control plane's /metrics."""
         self._scorer_metrics.set_busy(self.busy_ratio())
         return [f for f in self.metrics.snapshot() if f.name in SCORER_FAMILIES]
 
     def list_events(self, **filters: Any) -> list[dict]:
+        """Events from the shared store, filtered (GET /events)."""
         return [e.to_dict() for e in self.store.list_events(**filters)]
 
     def get_event(self, event_id: int) -> dict | None:
+        """One event from the shared store, or None (GET /events/{id})."""
         e = self.store.get_event(event_id)
         return None if e is None else e.to_dict()
 
     def get_snapshot(self, event_id: int) -> bytes | None:
+        """One event's JPEG from the shared store, or None."""
         return self.store.get_snapshot(event_id)
 
     def close_dangling(self) -> int:

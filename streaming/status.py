@@ -1,25 +1,22 @@
 """What the fleet is doing: per-camera status rows, health, and one Prometheus exposition from every actor.
 
 Each answer asks the actors (with timeouts: a dead or restarting actor stands as an exception, never a hang) and
-merges the camera actor's view (decoding) with its scorer's view (scores, alerts, drops). `FleetMetrics` keeps the
-control plane's registry: totals synced from the actors' counters plus the histograms they ship
-(streaming/prometheus.py). No HTTP here; streaming/app.py serves these.
+merges the camera actor's view (decoding) with its scorer's view (scores, alerts, drops); /metrics fills the fleet's
+`FleetMetrics` with totals synced from the actors' counters plus the histograms they ship (streaming/prometheus.py).
+No HTTP here; streaming/app.py serves these.
 """
 from __future__ import annotations
 
-import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from streaming.credentials import scrub_url
-from streaming.prometheus import CAMERA_STATES, SnapshotCollector, VadMetrics
-
-if TYPE_CHECKING:
-    from streaming.fleet import Fleet
+from streaming.fleet import CALL_TIMEOUT_S, HEALTH_TIMEOUT_S, Fleet
+from streaming.prometheus import CAMERA_STATES
 
 ACTOR_FAMILIES = (  # histograms observed inside the actors; the app's own copies stay out of /metrics
     "vad_decode_latency_seconds",
@@ -27,27 +24,6 @@ ACTOR_FAMILIES = (  # histograms observed inside the actors; the app's own copie
     "vad_scorer_batch_size",
     "vad_scorer_batch_duration_seconds",
 )
-CALL_TIMEOUT_S = 10.0
-HEALTH_TIMEOUT_S = 2.0  # a restarting actor queues calls: answer 503 while it is away instead of waiting for it
-
-
-class FleetMetrics:
-    """The control plane's metrics: its registry, the families the actors ship, and alerts already counted."""
-
-    def __init__(self):
-        self.metrics = VadMetrics()
-        self.collector = SnapshotCollector()
-        self.lock = threading.Lock()
-        self.alerts_seen: dict[str, int] = {}
-
-    def forget_camera(self, name: str) -> None:
-        """A removed camera's series go (they would otherwise report its last values forever)."""
-        with self.lock:
-            self.metrics.remove_camera(name)
-            self.alerts_seen.pop(name, None)
-            self.collector.remove(f"camera:{name}")
-
-
 def gather(refs: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """ray.get each ref with a timeout; an exception object stands in for a dead or hung actor."""
     out: dict[str, Any] = {}

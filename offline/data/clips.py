@@ -32,6 +32,7 @@ class Clip:
 
     @property
     def is_video(self) -> bool:
+        """True for a video file, False for a folder of image frames."""
         return not self.frame_files
 
 
@@ -46,6 +47,7 @@ class Dataset:
 
     @property
     def clips(self) -> list[Clip]:
+        """Training then test clips, in order."""
         return [*self.train, *self.test]
 
     def select(self, ids: list[str] | None) -> "Dataset":

@@ -73,6 +73,7 @@ def as_labels(values: Any, source: str) -> np.ndarray:
 
 
 def read_json(path: Path) -> Any:
+    """A JSON label file as Python data; unreadable or invalid JSON is a DataError naming the file."""
     try:
         return json.loads(path.read_text())
     except OSError as exc:

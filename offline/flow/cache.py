@@ -69,6 +69,7 @@ class FlowCache:
         return self.dir / clip.split / f"{clip.id}.npy"
 
     def has(self, clip) -> bool:
+        """True when the clip's flow is already cached (an interrupted run resumes after it)."""
         return self.path(clip).is_file()
 
     def load(self, clip) -> np.ndarray:
@@ -132,6 +133,7 @@ class FlowCache:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad flow-cache`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (sections data and flow)")
     parser.add_argument("--root", type=Path, default=None, help="dataset folder (overrides data.root)")
     parser.add_argument("--split", choices=["train", "test", "all"], default="train", help="which clips (default train)")

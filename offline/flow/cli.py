@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad flow`'s arguments."""
     parser.add_argument("clip", type=Path, help="a video file or a folder of frame images")
     parser.add_argument("--out", type=Path, required=True, help="output .png (grid) or .mp4")
     parser.add_argument("--start", type=int, default=0, help="first frame (0-based)")
@@ -57,12 +58,14 @@ def render_rows(frames: np.ndarray, flows: np.ndarray, max_mag: float) -> list[n
 
 
 def write_png(path: Path, rows: list[np.ndarray]) -> None:
+    """Save a grid of flow visualisations as one PNG (for reading a clip's motion at a glance)."""
     from PIL import Image
 
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
 def write_mp4(path: Path, rows: list[np.ndarray], fps: float = 5.0) -> None:
+    """Save the flow visualisation frames as an MP4 (for watching the motion over a clip)."""
     import av
 
     h, w = rows[0].shape[:2]
@@ -77,6 +80,7 @@ def write_mp4(path: Path, rows: list[np.ndarray], fps: float = 5.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad flow`: compute a clip's flow and write it as PNG or MP4."""
     from offline.config import ConfigError, load_config
     from offline.data.readers import DataError
     from offline.data.pixels import rgb_to_gray255

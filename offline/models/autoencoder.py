@@ -75,4 +75,5 @@ class Autoencoder(nn.Module):
 
 
 def parameter_count(model: nn.Module) -> int:
+    """Number of trainable parameters (model size in logs and tests)."""
     return sum(p.numel() for p in model.parameters())

@@ -6,6 +6,8 @@ from torch import nn
 
 
 class Discriminator(nn.Module):
+    """Small MLP on 512-d CLIP image features: logit that a frame is a spatial pseudo-anomaly (w3)."""
+
     def __init__(self, in_features: int = 512, hidden: int = 128):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))

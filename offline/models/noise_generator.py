@@ -27,4 +27,5 @@ class NoiseGenerator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) window -> noise of the same shape for the learned-noise PA."""
         return 2.0 * self.net(x)

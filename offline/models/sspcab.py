@@ -11,12 +11,15 @@ from torch import nn
 
 
 class SqueezeExcite(nn.Module):
+    """Channel attention (squeeze and excitation) used inside SSPCAB."""
+
     def __init__(self, channels: int, reduction: int = 8):
         super().__init__()
         hidden = max(1, channels // reduction)
         self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reweight the channels of (B, C, ...) by their pooled gates."""
         w = self.fc(x.mean(dim=tuple(range(2, x.dim()))))
         return x * w.view(*w.shape, *([1] * (x.dim() - 2)))
 
@@ -32,6 +35,7 @@ class SSPCAB(nn.Module):
         self.se = SqueezeExcite(channels, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> same shape: masked-centre convolution of the four corners, channel-attended."""
         p, b = self.pad, self.border
         xp = F.pad(x, (p, p, p, p))
         tl, tr, bl, br = self.corners

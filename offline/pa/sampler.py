@@ -162,6 +162,7 @@ class TemporalPA:
 
     @classmethod
     def from_config(cls, cfg: "PAConfig") -> "TemporalPA":
+        """The temporal PA sampler of a `pa` config section (kind, probability, seed)."""
         return cls(cfg.temporal, cfg.p_temporal if cfg.temporal != "none" else 0.0,
                    min_coverage=cfg.mask_min_coverage, max_coverage=cfg.mask_max_coverage)
 

@@ -42,18 +42,24 @@ class _Strict(Strict):
 
 
 class AEArch(_Strict):
+    """Architecture of one autoencoder in a bundle (enough to rebuild it before loading its weights)."""
+
     in_channels: int = Field(3, ge=1)
     channels: tuple[int, int, int] = (96, 128, 256)
     sspcab: bool = False
 
 
 class InputSpec(_Strict):
+    """What the bundle's models take: frame size, window length and value range."""
+
     size: int = Field(256, ge=16)
     window: int = Field(16, ge=8)
     value_range: tuple[float, float] = (-1.0, 1.0)
 
 
 class ScoringSpec(_Strict):
+    """How the bundle's evidence becomes a score: weights, normaliser and its parameters, frame mode."""
+
     weights: tuple[float, float, float] = (0.65, 0.25, 0.1)
     normaliser: Literal["minmax", "running"] = "running"
     running_halflife: float = Field(600.0, gt=0)
@@ -75,6 +81,8 @@ class Calibration(_Strict):
 
 
 class BundleConfig(_Strict):
+    """The bundle's config.json: format and version, architectures, input, flow, scoring, calibration, checksum."""
+
     format: Literal["vad-bundle"] = FORMAT
     version: int
     spatial: AEArch
@@ -186,6 +194,7 @@ def save_bundle(
 
 
 def read_bundle_config(path: str | Path) -> BundleConfig:
+    """Validate a bundle's config.json alone (no weights loaded); BundleError naming the file and field."""
     path = Path(path)
     cfg_file = path / CONFIG_FILE
     if not path.is_dir():

@@ -94,18 +94,22 @@ class Detector:
     def load(
         cls, path: str | Path, device: str | torch.device = "cpu", flow_backend: str | None = None, chunk: int | None = None
     ) -> "Detector":
+        """A Detector for the bundle at `path` (loaded and checked) on `device`."""
         return cls(load_bundle(path), device, flow_backend, chunk)
 
     @property
     def size(self) -> int:
+        """Frame size (pixels, square) the bundle's models take."""
         return self.config.input.size
 
     @property
     def window(self) -> int:
+        """Frames per window the bundle's models take."""
         return self.config.input.window
 
     @property
     def available(self) -> tuple[bool, bool, bool]:
+        """Which of (w1, w2, w3) this bundle provides (spatial AE always; temporal AE, discriminator optional)."""
         return (True, self.temporal is not None, self.discriminator is not None)
 
     def frame_scorer(self, normaliser: str | None = None, weights=None) -> FrameScorer:

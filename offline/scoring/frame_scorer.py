@@ -85,6 +85,7 @@ class FrameScorer:
         return result, warm if warm is not None else np.ones(result["score"].shape, dtype=bool)
 
     def reset(self) -> None:
+        """Forget the running statistics (back to the calibration priors); min-max has none."""
         for norm in self._norms.values():
             if isinstance(norm, RunningNormaliser):
                 norm.reset()

@@ -25,6 +25,7 @@ class MinMaxNormaliser:
     causal = False
 
     def normalise(self, values: np.ndarray) -> np.ndarray:
+        """A whole video's values scaled to [0, 1]; a constant sequence gives zeros (no evidence)."""
         v = np.asarray(values, dtype=np.float64)
         if v.size == 0:
             return v
@@ -34,6 +35,7 @@ class MinMaxNormaliser:
         return (v - lo) / (hi - lo)
 
     def update(self, chunk: np.ndarray):
+        """Refused: min-max needs the whole video, so it cannot stream."""
         raise TypeError("MinMaxNormaliser needs the whole video; use RunningNormaliser for streams")
 
 
@@ -59,6 +61,7 @@ class RunningNormaliser:
         self.reset()
 
     def reset(self) -> None:
+        """Back to the prior (or empty) statistics, as at a camera's start."""
         self.count = 0
         if self.prior is not None:
             self.mean, self.var, self.weight = float(self.prior[0]), float(self.prior[1]) ** 2, self.prior_weight
@@ -102,10 +105,12 @@ class RunningNormaliser:
         return self.update(values)[0]
 
     def state(self) -> dict:
+        """The statistics now (count, mean, variance, weight), for status and tests."""
         return {"count": self.count, "mean": self.mean, "var": self.var, "weight": self.weight}
 
 
 def make_normaliser(kind: str, **params) -> MinMaxNormaliser | RunningNormaliser:
+    """The normaliser named by `scoring.normaliser` ("minmax" or "running") with its parameters."""
     if kind == "minmax":
         return MinMaxNormaliser()
     if kind == "running":

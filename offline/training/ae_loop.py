@@ -61,11 +61,13 @@ class TrainResult:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed torch and numpy so a run (and each DDP rank) is reproducible."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
 
 
 def build_autoencoder(cfg: Config) -> Autoencoder:
+    """The autoencoder the config describes (widths, SSPCAB), freshly initialised."""
     return Autoencoder(3, tuple(cfg.model.channels), cfg.model.sspcab)
 
 

@@ -29,6 +29,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad train`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (sections data, flow, pa, model, train)")
     parser.add_argument("--target", choices=["spatial", "temporal", "discriminator"], help="overrides train.target")
     parser.add_argument("--data", type=Path, help="dataset root (overrides data.root)")
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad train`: validate the config, run the chosen loop; 0 done, 130 stopped (resumable), 2 bad config."""
     try:
         overrides = parse_overrides(args.overrides)
         if args.target:

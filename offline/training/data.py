@@ -131,6 +131,7 @@ class TrainWindows(torch.utils.data.Dataset):
             self.index.extend((ci, s) for s in starts)
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose PA draws items get (draws are a function of seed, epoch and index)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

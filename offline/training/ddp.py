@@ -22,10 +22,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the rank that writes files and logs."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """True when more than one rank trains (the model is wrapped in DDP)."""
         return self.world_size > 1
 
 
@@ -57,11 +59,13 @@ def setup(device: str = "auto") -> DistInfo:
 
 
 def cleanup() -> None:
+    """Leave the process group, if one was joined (safe to call always)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
     if info.distributed:
         dist.barrier()
 

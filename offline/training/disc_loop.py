@@ -32,6 +32,8 @@ OFF_NO_WEIGHTS = (
 
 @dataclass
 class DiscriminatorResult:
+    """What a discriminator run ended with: status (trained or off, and why), run directory, weights."""
+
     status: str
     model: Discriminator | None
     out_dir: Path

@@ -138,6 +138,7 @@ def export(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad export`'s arguments."""
     parser.add_argument("--spatial", type=Path, required=True, help="run directory of the spatial AE")
     parser.add_argument("--temporal", type=Path, help="run directory of the temporal AE (flow)")
     parser.add_argument("--discriminator", type=Path, help="run directory of `vad train --target discriminator`")
@@ -147,6 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad export`: write the bundle of the given runs and print its weights; exit status 2 on a bad run."""
     try:
         path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch)
     except (FileNotFoundError, ValueError) as exc:

@@ -41,6 +41,7 @@ class StopRequest:
         self._previous: dict[int, object] = {}
 
     def request(self, reason: str = "requested") -> None:
+        """Ask the loop to stop after the current step (what a signal does; tests call it directly)."""
         self.requested, self.reason = True, reason
 
     def _handler(self, signum, frame) -> None:
@@ -70,6 +71,7 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """Save tensors as safetensors to a temporary file, then rename: a crash leaves the previous file intact."""
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
@@ -81,6 +83,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def dump_config(cfg: Config) -> str:
+    """The config as YAML (aliases as in the file), written to the run directory for resumes and exports."""
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
@@ -131,6 +134,7 @@ class JsonlLog:
         self.path = path
 
     def write(self, **record) -> None:
+        """Append one record (with the time) as a JSON line; no-op off rank 0."""
         if self.path is None:
             return
         record.setdefault("time", round(time.time(), 3))
