@@ -1,6 +1,9 @@
 """Fault-injection benchmark: run the fault suite's scenarios once each and print one table.
 
-    .venv/bin/python bench/faults.py [--only NAME ...] [--json out.json]
+    .venv/bin/python -m bench.faults [--only NAME ...] [--json out.json]     # from the repository root
+
+Run as a module from the checkout's root so that `tests` (the fault suite's injectors) imports without a
+sys.path edit.
 
 Rows marked "service" run against the real service (Ray Serve app on one local Ray, camera and scorer actors,
 SQLite events; scenario 6 as two `serve run` processes in a private network namespace), the others at the
@@ -11,6 +14,8 @@ time to recover (s: from the end of the fault to frames flowing again), frames l
 (analysis frames that the recovery delay cost, or frames missing from a damaged stream's readable part), and
 events lost (committed alert events missing afterwards). Uses the same injectors as tests/faults (a real
 GStreamer RTSP server on 127.0.0.1, a loopback stall/cut proxy, damaged files); nothing leaves loopback.
+
+Over 350 lines: one function per scenario of the table. (Sharing the scenario bodies with tests/faults is open work.)
 """
 from __future__ import annotations
 
@@ -25,15 +30,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from streaming.config import CameraConfig  # noqa: E402
-from streaming.decode import IngestLoop, IngestSettings  # noqa: E402
-from tests.faults.tools import media  # noqa: E402
-from tests.faults.tools.net import FaultProxy, closed_port  # noqa: E402
-from tests.faults.tools.watch import CAM_PASSWORD, CAM_USER, WRONG_PASSWORD, StateRecorder, find_secrets, wait_for  # noqa: E402
-from tests.streaming.rtsp_server import RtspServer  # noqa: E402
+from streaming.config import CameraConfig
+from streaming.ingest import IngestLoop, IngestSettings
+from tests.faults.tools import media
+from tests.faults.tools.net import FaultProxy, closed_port
+from tests.faults.tools.watch import CAM_PASSWORD, CAM_USER, WRONG_PASSWORD, StateRecorder, find_secrets
+from tests.polling import wait_for
+from tests.streaming.rtsp_server import RtspServer
 
 ANALYSIS_FPS = 5.0
 OUTAGE_S = 10.0
@@ -41,10 +44,7 @@ OUTAGE_S = 10.0
 
 def settings_for(name: str, url: str, **overrides) -> IngestSettings:
     """IngestSettings as the camera actor derives them from a default CameraConfig (64x64, 4-frame windows)."""
-    cfg = CameraConfig(name=name, url=url, fps=ANALYSIS_FPS, **overrides)
-    return IngestSettings(transport=cfg.transport, fps=cfg.fps, size=64, window=4, hop=4,
-                          open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s,
-                          backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s)
+    return IngestSettings.for_camera(CameraConfig(name=name, url=url, fps=ANALYSIS_FPS, **overrides), size=64, window=4)
 
 
 class Media:
@@ -95,7 +95,7 @@ def s1_server_restart(m: Media) -> dict:
         r0 = a.counters.reconnects
         t_kill = time.monotonic()
         victim.stop()
-        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "outage", poll_s=0.2)
+        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "outage", every_s=0.2)
         victim.start()
         t_back = time.monotonic()
         t_stream, _, _ = rec.wait("streaming", 60, after=t_back)
@@ -136,7 +136,7 @@ def s2_stall_midstream(m: Media) -> dict:
         t_stall = time.monotonic()
         proxy.stall()
         t_rc, _, _ = rec.wait("reconnecting", 10, after=t_stall)
-        wait_for(lambda: time.monotonic() - t_stall >= 8.0, 9, "8 s stall", poll_s=0.2)
+        wait_for(lambda: time.monotonic() - t_stall >= 8.0, 9, "8 s stall", every_s=0.2)
         proxy.resume()
         t_resume = time.monotonic()
         t_stream, _, _ = rec.wait("streaming", 20, after=t_resume)
@@ -153,7 +153,7 @@ def s2_stall_midstream(m: Media) -> dict:
 def _run_until(loop: IngestLoop, seconds: float) -> None:
     loop.start()
     t0 = time.monotonic()
-    wait_for(lambda: time.monotonic() - t0 >= seconds, seconds + 1, "run", poll_s=0.2)
+    wait_for(lambda: time.monotonic() - t0 >= seconds, seconds + 1, "run", every_s=0.2)
 
 
 def s3_corrupt_rtsp(m: Media) -> dict:
@@ -213,7 +213,7 @@ def _held_error(name: str, url: str, faults: str, label: str, server: RtspServer
     loop = IngestLoop(name, url, settings_for(name, url), on_state=rec).start()
     try:
         t0 = time.monotonic()
-        wait_for(lambda: time.monotonic() - t0 >= 10.0, 11, "10 s", poll_s=0.2)
+        wait_for(lambda: time.monotonic() - t0 >= 10.0, 11, "10 s", every_s=0.2)
         stats = loop.stats()
     finally:
         loop.stop()
@@ -288,7 +288,7 @@ class ServiceUnderTest:
         import requests
         from ray import serve
 
-        from offline.bundle import random_bundle
+        from offline.scoring.bundle import random_bundle
         from streaming.app import build_app
         from tests.faults.tools.watch import API_TOKEN
         from tests.streaming.service_support import SERVE_PORT, ensure_ray
@@ -313,7 +313,7 @@ class ServiceUnderTest:
         self.base = f"http://127.0.0.1:{SERVE_PORT}/bench"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {API_TOKEN}"
-        wait_for(lambda: self.camera("alerting")["windows_scored"] >= 1, 120, "first scores", poll_s=0.5)
+        wait_for(lambda: self.camera("alerting")["windows_scored"] >= 1, 120, "first scores", every_s=0.5)
 
     @classmethod
     def get_or_start(cls, m: Media) -> "ServiceUnderTest":
@@ -342,7 +342,7 @@ def s1_service_server_restart(m: Media) -> dict:
     body = {"name": "victim", "url": server.url("cam"), "fps": ANALYSIS_FPS, "read_timeout_s": 2, "open_timeout_s": 3}
     assert svc.session.post(svc.base + "/cameras", json=body, timeout=60).status_code == 201
     try:
-        wait_for(lambda: svc.camera("victim")["state"] == "streaming", 60, "victim streaming", poll_s=0.3)
+        wait_for(lambda: svc.camera("victim")["state"] == "streaming", 60, "victim streaming", every_s=0.3)
         r0 = _reconnects(svc.get("/metrics").text, "victim")
         delays, bystander = [], []
         t_kill = time.monotonic()
@@ -356,7 +356,7 @@ def s1_service_server_restart(m: Media) -> dict:
             time.sleep(0.3)
         server.start()
         t_back = time.monotonic()
-        wait_for(lambda: svc.camera("victim")["state"] == "streaming", 60, "victim back", poll_s=0.1)
+        wait_for(lambda: svc.camera("victim")["state"] == "streaming", 60, "victim back", every_s=0.1)
         recover = time.monotonic() - t_back
         r1 = _reconnects(svc.get("/metrics").text, "victim")
     finally:
@@ -390,7 +390,7 @@ def s9_service_hot_swap(m: Media) -> dict:
     swap_s = time.monotonic() - t0
     b = r.json()
     wait_for(lambda: (c := svc.camera("alerting"))["frames_scored"] > n0 and c["bundle"]["sha256"] == b["sha256"], 60,
-             "scores with B", poll_s=0.2)
+             "scores with B", every_s=0.2)
     first_b = time.monotonic() - t0
     ok = r.status_code == 200 and refused == len(REFUSED)
     return row("9 service: bundle hot-swap + 5 refused bundles", f"PUT /bundle x{len(REFUSED) + 1}: checksum, version, "
@@ -408,7 +408,7 @@ def s5_service_ray_kill(m: Media) -> dict:
     all_before = [e["id"] for e in svc.get("/events?camera=alerting&limit=1000").json()]
     bundle = svc.get("/bundle").json()["sha256"]
     handle = ray.get_actor(svc.get("/scorers").json()["cpu"]["actor"], namespace="vad")
-    queued = wait_for(lambda: svc.get("/scorers").json()["cpu"]["queue_depth"], 60, "queued windows", poll_s=0.05)
+    queued = wait_for(lambda: svc.get("/scorers").json()["cpu"]["queue_depth"], 60, "queued windows", every_s=0.05)
     t_kill = time.monotonic()
     ray.kill(handle, no_restart=False)
     saw_503 = False
@@ -422,9 +422,9 @@ def s5_service_ray_kill(m: Media) -> dict:
         time.sleep(0.1)
     healthy = time.monotonic() - t_kill
     n0 = svc.camera("alerting")["frames_scored"]
-    wait_for(lambda: svc.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed", poll_s=0.2)
+    wait_for(lambda: svc.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed", every_s=0.2)
     scoring = time.monotonic() - t_kill
-    wait_for(lambda: svc.get("/bundle").json()["sha256"] == bundle, 30, "bundle re-applied", poll_s=0.2)
+    wait_for(lambda: svc.get("/bundle").json()["sha256"] == bundle, 30, "bundle re-applied", every_s=0.2)
     after = svc.open_events()
     all_after = [e["id"] for e in svc.get("/events?camera=alerting&limit=1000").json()]
     same = [e["id"] for e in after] == [before[0]["id"]] and all_after == all_before
@@ -439,7 +439,7 @@ def s6_service_sigterm(m: Media) -> dict:
 
     from tests.faults.test_service_restart import run_service, service_config
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
 
     work = Path(tempfile.mkdtemp(prefix="vad-restart-"))
     bundle = random_bundle(work / "bundle", size=64, temporal=False, channels=(8, 16, 32))

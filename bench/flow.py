@@ -4,7 +4,7 @@
     python bench/flow.py                # more runs; on a CUDA machine adds batch 1/16/64/256, the bandwidth floor
                                         # and the iteration-budget sweep
 
-Frames: the 3 real pairs stored in tests/offline/data/flow_ref.npz (2 Ped2, 1 vtest; they travel to the GPU
+Frames: the 3 real pairs stored in tests/offline/flow/flow_ref.npz (2 Ped2, 1 vtest; they travel to the GPU
 machine with the repo), repeated to fill a batch. Pairs/s are medians over runs after a warm-up call; CUDA timings
 use CUDA events. Record the printed table in bench/RESULTS.md.
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from offline.flow.opencv_backend import create_dualtvl1, opencv_available  # noqa: E402
 from offline.flow.tvl1 import TVL1, TVL1Params, bytes_per_iteration  # noqa: E402
 
-REF = REPO / "tests" / "offline" / "data" / "flow_ref.npz"
+REF = REPO / "tests" / "offline" / "flow" / "flow_ref.npz"
 
 
 def load_pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,14 +32,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from offline.bundle import random_bundle  # noqa: E402
-from offline.detector import Detector  # noqa: E402
-from streaming.scorer import BatchScorer, PendingWindows, frame_scorer_factory  # noqa: E402
+from offline.scoring.bundle import random_bundle  # noqa: E402
+from offline.scoring.detector import Detector  # noqa: E402
+from streaming.batching import BatchScorer, PendingWindows, frame_scorer_factory  # noqa: E402
 
 
 def _bundle(spec: str, tmp: Path) -> Path:
     if spec == "demo":
-        from streaming.demo import ensure_demo_bundle
+        from streaming.demo_bundle import ensure_demo_bundle
 
         return ensure_demo_bundle(REPO / "runs" / "demo" / "bundle")
     if spec == "paper":
@@ -51,7 +51,7 @@ def _bundle(spec: str, tmp: Path) -> Path:
 
 def run_feeds(detector: Detector, feeds: int, seconds: float, max_batch: int, video: Path, warmup_s: float = 5.0) -> dict:
     """One measurement: `feeds` real-time file feeds, one scorer thread; returns per-camera figures."""
-    from streaming.decode import IngestLoop, IngestSettings
+    from streaming.ingest import IngestLoop, IngestSettings
 
     queue = PendingWindows(max_pending=2)
     scorer = BatchScorer(detector, frame_scorer_factory(detector), max_batch=max_batch)

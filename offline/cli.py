@@ -12,16 +12,16 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("offline.config", "validate a YAML config file and print the first error per field"),
+    "check-config": ("offline.check_config", "validate a YAML config file and print the first error per field"),
     "eval": ("offline.evaluate", "evaluate a model bundle (or the frame-difference reference) on a labelled dataset"),
     "flow": ("offline.flow.cli", "write a flow visualisation (PNG grid or MP4) for a clip"),
     "flow-cache": ("offline.flow.cache", "compute and cache TV-L1 flow for every frame pair of a dataset"),
     "make-pas": ("offline.pa.precompute", "pre-compute spatial pseudo-anomalies for a training set"),
     "pa-gallery": ("offline.pa.gallery", "write a PNG grid of every pseudo-anomaly type on real frames"),
     "convert-ldm": ("offline.pa.convert_ldm", "convert a CompVis LDM inpainting .ckpt to a local diffusers directory"),
-    "train": ("offline.train", "train the spatial or temporal autoencoder (or the discriminator)"),
-    "export": ("offline.export", "write the model bundle the streaming service loads"),
-    "demo-bundle": ("streaming.demo", "build the demo feed and demo model bundle used by the embedded default"),
+    "train": ("offline.training.cli", "train the spatial or temporal autoencoder (or the discriminator)"),
+    "export": ("offline.training.export", "write the model bundle the streaming service loads"),
+    "demo-bundle": ("streaming.demo_bundle", "build the demo feed and demo model bundle used by the embedded default"),
 }
 
 
@@ -39,6 +39,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `vad ARGS` (default: sys.argv); returns the exit status of the sub-command."""
     argv = sys.argv[1:] if argv is None else argv
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected if selected in COMMANDS else None)

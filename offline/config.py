@@ -5,14 +5,14 @@ that names the dotted path and the bad value (`scoring.weights: must sum to 1, g
 """
 from __future__ import annotations
 
-import argparse
-import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from offline.scoring.weights import check_weights
 
 
 class Strict(BaseModel):
@@ -22,6 +22,8 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
+    """Where the footage is and how it is cut: dataset root and layout, frame size, window length, strides."""
+
     root: Path = Field(
         default=Path(os.environ.get("VAD_DATA", "../shared/data/ped2")),
         description="dataset folder (shared layout with labels.json, UCSD, frames layout, Avenue, or a folder of videos)",
@@ -115,6 +117,8 @@ class PAConfig(Strict):
 
 
 class ModelConfig(Strict):
+    """Autoencoder widths, the optional SSPCAB block, and the CLIP features the discriminator needs."""
+
     channels: tuple[int, int, int] = Field((96, 128, 256), description="encoder widths (METHOD.md)")
     sspcab: bool = Field(False, description="replace the encoder's last convolution by an SSPCAB block")
     sspcab_weight: float = Field(0.1, ge=0)
@@ -124,6 +128,8 @@ class ModelConfig(Strict):
 
 
 class ScoringConfig(Strict):
+    """How per-frame evidence becomes a score: weights (eta), normaliser, window stride, which frames score."""
+
     weights: tuple[float, float, float] = Field(
         (0.65, 0.25, 0.1), description="eta1 (frame PSNR), eta2 (flow error), eta3 (discriminator); sum to 1"
     )
@@ -138,14 +144,12 @@ class ScoringConfig(Strict):
     @field_validator("weights")
     @classmethod
     def _sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(w < 0 or w > 1 for w in v):
-            raise ValueError(f"each weight must lie in [0, 1], got {list(v)}")
-        if not math.isclose(sum(v), 1.0, abs_tol=1e-6):
-            raise ValueError(f"weights must sum to 1, got {sum(v):.6g} ({list(v)})")
-        return v
+        return check_weights(v)
 
 
 class TrainConfig(Strict):
+    """One training run: target, schedule, optimiser, device and precision, logging, held-out calibration share."""
+
     target: Literal["spatial", "temporal", "discriminator"] = "spatial"
     epochs: int = Field(25, ge=1)
     batch_size: int = Field(24, ge=1, description="effective batch (split over data-parallel ranks)")
@@ -168,6 +172,8 @@ class TrainConfig(Strict):
 
 
 class Config(Strict):
+    """A whole offline config, one section per concern; `load_config` validates a YAML file into it."""
+
     data: DataConfig = DataConfig()
     flow: FlowConfig = FlowConfig()
     pa: PAConfig = PAConfig()
@@ -180,16 +186,26 @@ class ConfigError(ValueError):
     """A config file that does not validate; the message names every bad field and value."""
 
 
-def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+def format_validation_error(
+    exc: ValidationError, source: str = "config", prefix: str = "", scrub: Callable[[str], str] | None = None
+) -> str:
+    """One line per bad field, `source: N invalid field(s)` then `  dotted.path: message (got value)`.
+
+    The project's one formatter (offline configs, bundles, service configs). `prefix` is put before every path
+    (`applications.0.args.`); `scrub` (service configs) removes credentials from messages and values, and then
+    lists and token fields are not echoed at all.
+    """
+    clean = scrub or (lambda text: text)
     lines = [f"{source}: {exc.error_count()} invalid field(s)"]
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        path = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {path}: {msg}{shown}")
+        hidden = isinstance(value, dict) or (scrub is not None and (isinstance(value, list) or "token" in path))
+        shown = "" if hidden else f" (got {clean(repr(value))})"
+        lines.append(f"  {path}: {clean(msg)}{shown}")
     return "\n".join(lines)
 
 
@@ -202,6 +218,7 @@ def validate(model: type[BaseModel], data: Any, source: str = "config") -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or bad YAML is a ConfigError naming the file."""
     path = Path(path)
     try:
         return yaml.safe_load(path.read_text())
@@ -222,33 +239,3 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data.setdefault(section, {})
         data[section] = {**data[section], field: value}
     return validate(Config, data, str(path or "config"))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="YAML file to validate")
-    parser.add_argument(
-        "--kind",
-        choices=["offline", "service"],
-        default=None,
-        help="offline (vad config) or service (deploy/config.yaml); default: guessed from the keys",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """`vad check-config FILE`: print OK or the errors, exit non-zero on errors."""
-    kind = args.kind
-    try:
-        if kind is None:
-            data = read_yaml(args.file)
-            kind = "service" if isinstance(data, dict) and ("cameras" in data or "applications" in data) else "offline"
-        if kind == "service":
-            from streaming.config import load_service_config
-
-            load_service_config(args.file)
-        else:
-            load_config(args.file)
-    except ConfigError as exc:
-        print(exc)
-        return 2
-    print(f"{args.file}: OK ({kind} config)")
-    return 0

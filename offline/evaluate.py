@@ -20,23 +20,24 @@ import torch
 from tqdm import tqdm
 
 from offline.config import ConfigError, load_config
-from offline.frame_difference import frame_difference
-from offline.frame_scorer import FrameScorer
-from offline.metrics import macro_auc, micro_auc, per_clip_auc, pooled_roc
+from offline.baselines import frame_difference
+from offline.scoring.frame_scorer import FrameScorer
+from offline.auc import macro_auc, micro_auc, per_clip_auc, pooled_roc
 from offline.plots import plot_clip_scores, plot_roc
-from offline.readers.windows import flow_pair_index, to_model_range
-from offline.windows import plan_windows
+from offline.data.windows import flow_pair_index
+from offline.data.pixels import to_model_range
+from offline.data.windows import plan_windows
 
 logger = logging.getLogger(__name__)
 NORMALISERS = ("minmax", "running")
 
 
 def _frames_array(clip, size: int) -> np.ndarray:
-    from offline.datasets import read_frames
+    from offline.data.readers import read_frames
 
     frames = np.stack(list(read_frames(clip, size=size)))
     if clip.labels is not None and len(frames) != len(clip.labels):
-        from offline.datasets import DataError
+        from offline.data.readers import DataError
 
         raise DataError(f"{clip.path}: decoded {len(frames)} frames but the labels have {len(clip.labels)}")
     return frames
@@ -48,10 +49,11 @@ def clip_flow(detector, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     Overlapping windows (frame="center" scores one window per frame) then slice it instead of recomputing
     TV-L1 for every window; each window gets exactly the pairs `window_flow` would compute.
     """
-    from offline.flow import encode_flow, to_gray255
+    from offline.data.pixels import model_to_gray255
+    from offline.flow import encode_flow
     from offline.flow.cache import clip_flow as pair_flow
 
-    gray = to_gray255(x, channel_dim=0).numpy()  # (N, H, W) in [0, 255], window_flow's conversion
+    gray = model_to_gray255(x, channel_dim=0).numpy()  # (N, H, W) in [0, 255], window_flow's conversion
     raw = torch.from_numpy(pair_flow(gray, detector.flow_estimator, batch, dtype=np.float32))
     return encode_flow(raw, detector.config.flow.clip).permute(1, 0, 2, 3)
 
@@ -147,6 +149,7 @@ def evaluate(
 
 
 def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write the report (JSON), per-clip scores and the ROC / score plots to `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {k: np.asarray(v) for k, v in report.pop("_labels").items()}
     series = {n: {k: np.asarray(v) for k, v in s.items()} for n, s in report["series"].items()}
@@ -171,6 +174,7 @@ def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad eval`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (data, scoring); defaults otherwise")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="model bundle directory")
@@ -185,7 +189,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from offline.datasets import DataError, open_dataset
+    """`vad eval`: score a labelled dataset, print the AUCs, write the outputs; exit status 2 on bad input."""
+    from offline.data.readers import DataError, open_dataset
 
     try:
         overrides = {"data.root": str(args.data)} if args.data else {}
@@ -216,8 +221,8 @@ def run(args: argparse.Namespace) -> int:
     if args.frame_difference or not (args.bundle or args.random_bundle):
         name, weights = "frame-difference", (1.0, 0.0, 0.0)
     else:
-        from offline.bundle import BundleError, random_bundle
-        from offline.detector import Detector
+        from offline.scoring.bundle import BundleError, random_bundle
+        from offline.scoring.detector import Detector
 
         try:
             if args.random_bundle:

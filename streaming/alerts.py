@@ -72,6 +72,7 @@ class AlertTracker:
 
     @property
     def is_open(self) -> bool:
+        """True while an alert is open for this camera."""
         return self.state == "open"
 
     @property

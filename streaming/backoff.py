@@ -41,4 +41,5 @@ class Backoff:
         return base * (1.0 + self.jitter * (2.0 * self.rng.random() - 1.0))
 
     def reset(self) -> None:
+        """Start again from the initial delay (after a successful connection)."""
         self.attempt = 0

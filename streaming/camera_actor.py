@@ -15,8 +15,9 @@ from typing import Any
 import ray
 
 from streaming.config import CameraConfig
-from streaming.decode import IngestLoop, IngestSettings, resolve_credentials
-from streaming.metrics import VadMetrics
+from streaming.ingest import IngestLoop, IngestSettings
+from streaming.credentials import resolve_credentials
+from streaming.prometheus import VadMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +48,7 @@ class CameraActor:
         self.started_s = time.time()
         self.metrics = VadMetrics()
         self._decode_hist = self.metrics.decode_latency.labels(self.name)
-        settings = IngestSettings(
-            transport=self.cfg.transport,
-            fps=self.cfg.fps,
-            size=size,
-            window=window,
-            hop=window,
-            open_timeout_s=self.cfg.open_timeout_s,
-            read_timeout_s=self.cfg.read_timeout_s,
-            backoff_initial_s=self.cfg.backoff_initial_s,
-            backoff_max_s=max(self.cfg.backoff_max_s, self.cfg.backoff_initial_s),
-        )
+        settings = IngestSettings.for_camera(self.cfg, size, window)
         url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
         self.loop = IngestLoop(self.name, url, settings, on_window=self._on_window, on_state=self._on_state)
         self.loop.start()
@@ -91,9 +82,11 @@ class CameraActor:
 
     # ------------------------------------------------------------------------------------------ remote API
     def ping(self) -> str:
+        """Health check: answers while the actor lives."""
         return self.name
 
     def set_scorer(self, scorer: Any) -> None:
+        """Send windows to another scorer actor from now on (in-flight windows are forgotten)."""
         with self._lock:
             self.scorer = scorer
             self._inflight = []
@@ -119,6 +112,7 @@ class CameraActor:
         return s
 
     def metric_families(self) -> list:
+        """This actor's histograms (decode latency) for the control plane's /metrics."""
         return [f for f in self.metrics.snapshot() if f.name in CAMERA_FAMILIES]
 
     def stop(self) -> bool:

@@ -6,7 +6,6 @@ the dotted field path and the bad value, with camera credentials scrubbed.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from pathlib import Path
@@ -15,23 +14,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
-from offline.config import ConfigError, Strict, read_yaml
-from streaming.decode import camera_env_prefix, scrub_url
+from offline.config import ConfigError, Strict, format_validation_error, read_yaml
+from streaming.credentials import camera_env_prefix, scrub_url
 
 APP_IMPORT_PATH = "streaming.app:build_app"
 URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-scrub = scrub_url  # config errors echo bad values: every URL in them loses its credentials
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 class AlertConfig(Strict):
     """When a camera's normalised score opens and closes an alert (defaults for every camera)."""
@@ -86,6 +74,7 @@ class CameraConfig(Strict):
 
     @property
     def env_prefix(self) -> str:
+        """Where this camera's credentials are read from: `credentials_env`, else VAD_CAMERA_<NAME>."""
         return self.credentials_env or camera_env_prefix(self.name)
 
     def alert_settings(self, defaults: AlertConfig) -> AlertConfig:
@@ -96,14 +85,14 @@ class CameraConfig(Strict):
     def public(self) -> dict[str, Any]:
         """The camera as the API shows it: the URL scrubbed of credentials."""
         data = self.model_dump()
-        data["url"] = scrub(self.url)
+        data["url"] = scrub_url(self.url)
         return data
 
 
 class ScorerConfig(Strict):
     """Batched scoring: one scorer actor per device, windows from many cameras in one Detector call."""
 
-    bundle: Path = Field(Path("runs/demo/bundle"), description="model bundle directory (offline.bundle)")
+    bundle: Path = Field(Path("runs/demo/bundle"), description="model bundle directory (offline.scoring.bundle)")
     build_demo_bundle: bool = Field(
         True, description="build the demo bundle at `bundle` on first start when it is missing (`vad demo-bundle`)"
     )
@@ -153,6 +142,8 @@ class ScorerConfig(Strict):
 
 
 class EventsConfig(Strict):
+    """The SQLite file of alert events (shared by every scorer) and how long events are kept."""
+
     path: Path = Field(Path("runs/events.db"), description="SQLite file of alert events (shared by all scorers)")
     retention_days: float = Field(30.0, gt=0, le=3650)
     max_events: int = Field(10_000, ge=1)
@@ -178,6 +169,7 @@ class HttpConfig(Strict):
     token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="read the token from this env var")
 
     def resolve_token(self) -> str | None:
+        """The bearer token (from `token` or the `token_env` variable), or None when the API is open."""
         if self.token is not None:
             return self.token.get_secret_value()
         if self.token_env:
@@ -189,6 +181,8 @@ class HttpConfig(Strict):
 
 
 class ServiceConfig(Strict):
+    """The whole service config (the `args:` of deploy/config.yaml); validated once in build_app."""
+
     cameras: list[CameraConfig] = Field(default_factory=list)
     scorer: ScorerConfig = ScorerConfig()
     alerts: AlertConfig = AlertConfig()
@@ -218,6 +212,7 @@ class ServiceConfig(Strict):
         return self
 
     def camera(self, name: str) -> CameraConfig | None:
+        """The configured camera named `name`, or None."""
         return next((c for c in self.cameras if c.name == name), None)
 
     def state_file(self) -> Path:
@@ -225,18 +220,24 @@ class ServiceConfig(Strict):
         return self.state.path if self.state.path is not None else self.events.path.with_name("state.json")
 
 
+def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
+    """Make the bundle, bundle roots, events and state paths absolute against `base` (actors may run in another
+    directory); the roots and state file get their defaults (beside the bundle, beside the events database)."""
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    scorer = cfg.scorer.model_copy(update={"bundle": absolute(cfg.scorer.bundle)})
+    scorer = scorer.model_copy(update={"bundle_roots": [absolute(r) for r in cfg.scorer.bundle_roots]
+                                       if cfg.scorer.bundle_roots is not None else scorer.allowed_roots()})
+    events = cfg.events.model_copy(update={"path": absolute(cfg.events.path)})
+    cfg = cfg.model_copy(update={"scorer": scorer, "events": events})
+    return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
+
+
 def format_errors(exc: ValidationError, source: str, prefix: str = "") -> str:
-    """One line per bad field (`source: cameras.0.url: ... (got 'rtsp://***@host')`), secrets scrubbed."""
-    lines = [f"{source}: {exc.error_count()} invalid field(s)"]
-    for err in exc.errors():
-        path = prefix + (".".join(str(p) for p in err["loc"]) or "(top level)")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        value = err.get("input")
-        shown = "" if isinstance(value, (dict, list)) or "token" in path else f" (got {scrub(repr(value))})"
-        lines.append(f"  {path}: {scrub(msg)}{shown}")
-    return "\n".join(lines)
+    """One line per bad field (`source: cameras.0.url: ... (got 'rtsp://***@host')`), secrets scrubbed: the project's
+    formatter (offline.config) with credentials removed and no lists or tokens echoed."""
+    return format_validation_error(exc, source, prefix, scrub=scrub_url)
 
 
 def parse_service_config(data: Any, source: str = "service config", prefix: str = "") -> ServiceConfig:

@@ -62,6 +62,7 @@ class Event:
     has_snapshot: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data (the API's answer)."""
         return asdict(self)
 
 
@@ -134,6 +135,7 @@ class EventStore:
         return EventStore._Tx(self)
 
     def close(self) -> None:
+        """Close the database connection (every change is already committed)."""
         with self._lock:
             self._conn.close()
 
@@ -254,6 +256,7 @@ class EventStore:
 
     # -- reads ----------------------------------------------------------------------------------------
     def get_event(self, event_id: int) -> Event | None:
+        """The event `event_id`, or None."""
         with self._lock:
             row = self._conn.execute(f"{_SELECT} WHERE e.id = ?", (int(event_id),)).fetchone()
         return _event(row) if row else None
@@ -294,11 +297,13 @@ class EventStore:
         return [_event(r) for r in rows]
 
     def get_snapshot(self, event_id: int) -> bytes | None:
+        """The JPEG snapshot of event `event_id`, or None."""
         with self._lock:
             row = self._conn.execute("SELECT jpeg FROM snapshots WHERE event_id = ?", (int(event_id),)).fetchone()
         return bytes(row[0]) if row else None
 
     def count(self) -> int:
+        """Number of stored events (retention and tests)."""
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 

@@ -10,7 +10,7 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Window:
+class CameraWindow:
     """One window of consecutive analysed frames of one camera.
 
     frames: (T, H, W, 3) uint8 RGB; indices: (T,) int64 frame numbers since the camera started;
@@ -26,7 +26,7 @@ class Window:
 class RingBuffer:
     """Collects frames into windows of `window` frames, one every `hop` frames (hop == window: no overlap).
 
-    Frames are copied into a preallocated (window, H, W, 3) ring; `push` returns a fresh `Window` (its own
+    Frames are copied into a preallocated (window, H, W, 3) ring; `push` returns a fresh `CameraWindow` (its own
     copy, safe to hand to another thread) when one is complete, else None. A frame of another size resets
     the ring (a camera that changed resolution starts a new window).
     """
@@ -54,8 +54,8 @@ class RingBuffer:
         self._count = 0
         self._since_emit = 0
 
-    def push(self, frame: np.ndarray, frame_index: int, wall_s: float) -> Window | None:
-        """Add one (H, W, 3) uint8 frame; returns the completed Window or None."""
+    def push(self, frame: np.ndarray, frame_index: int, wall_s: float) -> CameraWindow | None:
+        """Add one (H, W, 3) uint8 frame; returns the completed CameraWindow or None."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(
                 f"RingBuffer.push expects an (H, W, 3) uint8 frame, got shape {frame.shape} dtype {frame.dtype}"
@@ -76,7 +76,7 @@ class RingBuffer:
             return None
         self._since_emit = 0
         order = (np.arange(self.window) + self._count) % self.window  # oldest first
-        return Window(
+        return CameraWindow(
             camera=self.camera,
             frames=self._frames[order],  # fancy indexing copies
             indices=self._indices[order].copy(),
@@ -100,6 +100,7 @@ class FrameResampler:
         self._last: float | None = None
 
     def reset(self) -> None:
+        """Start again (after a reconnect, stream time restarts)."""
         self._next = None
         self._last = None
 

@@ -44,6 +44,7 @@ class CameraChange(Strict):
         return self
 
     def verb(self) -> str:
+        """What the change did, for log lines: "added", "replaced" or "removed"."""
         return "removed" if self.op == "removed" else ("replaced" if self.config_was is not None else "added")
 
 

@@ -2,7 +2,7 @@
 
 Import stays light: no cv2.optflow, PyAV or Ray at import time (the GPU machine has none of them).
 """
-from offline.flow.encoding import decode_flow, encode_flow, to_gray255
+from offline.flow.encoding import decode_flow, encode_flow
 from offline.flow.estimator import FlowEstimator, params_from_config, resolve_backend, window_flow
 from offline.flow.tvl1 import TVL1, TVL1Params, tvl1_flow
 
@@ -14,7 +14,6 @@ __all__ = [
     "encode_flow",
     "params_from_config",
     "resolve_backend",
-    "to_gray255",
     "tvl1_flow",
     "window_flow",
 ]

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from offline.flow.encoding import LUMA
+from offline.data.pixels import rgb_to_gray255
 from offline.flow.estimator import FlowEstimator, params_from_config
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ def cache_key(root: str | Path, size: int, cfg) -> str:
         "params": asdict(params_from_config(cfg)),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def gray_frames(frames_rgb: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB -> (N, H, W) float32 luma in [0, 255], the same conversion window_flow uses."""
-    return frames_rgb.astype(np.float32) @ np.asarray(LUMA, dtype=np.float32)
 
 
 @torch.no_grad()
@@ -74,6 +69,7 @@ class FlowCache:
         return self.dir / clip.split / f"{clip.id}.npy"
 
     def has(self, clip) -> bool:
+        """True when the clip's flow is already cached (an interrupted run resumes after it)."""
         return self.path(clip).is_file()
 
     def load(self, clip) -> np.ndarray:
@@ -113,10 +109,10 @@ class FlowCache:
         """The clip's flow from the cache, computing and storing it first when missing."""
         if self.has(clip):
             return self.load(clip)
-        from offline.datasets import read_frames
+        from offline.data.readers import read_frames
 
         frames = np.stack(list(read_frames(clip, size=self.size)))
-        flow = clip_flow(gray_frames(frames), est, batch, progress)
+        flow = clip_flow(rgb_to_gray255(frames), est, batch, progress)
         self.store(clip, flow)
         return flow
 
@@ -137,6 +133,7 @@ class FlowCache:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad flow-cache`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (sections data and flow)")
     parser.add_argument("--root", type=Path, default=None, help="dataset folder (overrides data.root)")
     parser.add_argument("--split", choices=["train", "test", "all"], default="train", help="which clips (default train)")
@@ -149,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fill the cache for the chosen split; prints where it is."""
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError, open_dataset
+    from offline.data.readers import DataError, open_dataset
 
     overrides = {}
     if args.root is not None:

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad flow`'s arguments."""
     parser.add_argument("clip", type=Path, help="a video file or a folder of frame images")
     parser.add_argument("--out", type=Path, required=True, help="output .png (grid) or .mp4")
     parser.add_argument("--start", type=int, default=0, help="first frame (0-based)")
@@ -29,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_clip(path: Path, start: int, count: int, size: int | None) -> np.ndarray:
     """(count, H, W, 3) uint8 RGB frames start..start+count-1 of a video or image folder."""
-    from offline.datasets import DataError
-    from offline.readers.decode import IMAGE_EXTENSIONS, decode_images, decode_video, resize
+    from offline.data.readers import DataError
+    from offline.data.decode import IMAGE_EXTENSIONS, decode_images, decode_video, resize
 
     if path.is_dir():
         files = tuple(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS))
@@ -57,12 +58,14 @@ def render_rows(frames: np.ndarray, flows: np.ndarray, max_mag: float) -> list[n
 
 
 def write_png(path: Path, rows: list[np.ndarray]) -> None:
+    """Save a grid of flow visualisations as one PNG (for reading a clip's motion at a glance)."""
     from PIL import Image
 
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
 def write_mp4(path: Path, rows: list[np.ndarray], fps: float = 5.0) -> None:
+    """Save the flow visualisation frames as an MP4 (for watching the motion over a clip)."""
     import av
 
     h, w = rows[0].shape[:2]
@@ -77,9 +80,10 @@ def write_mp4(path: Path, rows: list[np.ndarray], fps: float = 5.0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad flow`: compute a clip's flow and write it as PNG or MP4."""
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError
-    from offline.flow.cache import gray_frames
+    from offline.data.readers import DataError
+    from offline.data.pixels import rgb_to_gray255
     from offline.flow.estimator import FlowEstimator
 
     suffix = args.out.suffix.lower()
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(exc)
         return 2
     est = FlowEstimator(cfg.flow, device=args.device)
-    gray = torch.from_numpy(gray_frames(frames))
+    gray = torch.from_numpy(rgb_to_gray255(frames))
     flows = est(gray[:-1], gray[1:]).cpu().numpy()
     mag = np.hypot(flows[:, 0], flows[:, 1])
     max_mag = max(float(np.percentile(mag, 99.5)), 0.5)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import torch
 
-# ITU-R BT.601 luma, OpenCV's RGB2GRAY weights
-LUMA = (0.299, 0.587, 0.114)
-
 
 def encode_flow(flow: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
     """(..., 2, H, W) flow in pixels -> (..., 3, H, W) (u, v, magnitude) in [-1, 1]."""
@@ -31,16 +28,3 @@ def decode_flow(encoded: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
     if encoded.dim() < 3 or encoded.shape[-3] != 3:
         raise ValueError(f"encoded flow must be (..., 3, H, W), got {tuple(encoded.shape)}")
     return encoded[..., :2, :, :].float() * clip
-
-
-def to_gray255(frames: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
-    """Model-range frames in [-1, 1] with 3 (RGB) or 1 channel(s) on `channel_dim` -> luma in [0, 255], dim removed."""
-    c = frames.shape[channel_dim]
-    if c == 1:
-        gray = frames.select(channel_dim, 0)
-    elif c == 3:
-        r, g, b = (frames.select(channel_dim, i) for i in range(3))
-        gray = LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
-    else:
-        raise ValueError(f"frames must have 1 or 3 channels on dim {channel_dim}, got {c} (shape {tuple(frames.shape)})")
-    return ((gray.float() + 1.0) * 127.5).clamp(0.0, 255.0)

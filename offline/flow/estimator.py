@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from offline.flow.encoding import encode_flow, to_gray255
+from offline.data.pixels import model_to_gray255
+from offline.flow.encoding import encode_flow
 from offline.flow.opencv_backend import OpenCVTVL1, opencv_available
 from offline.flow.tvl1 import TVL1, TVL1Params
 
@@ -114,7 +115,7 @@ def window_flow(frames: torch.Tensor, est, clip: float | None = None, batch: int
     if t < 2:
         raise ValueError(f"a window needs at least 2 frames for flow, got T={t}")
     clip = clip if clip is not None else getattr(est, "clip", 10.0)
-    gray = to_gray255(frames, channel_dim=1)  # (B, T, H, W)
+    gray = model_to_gray255(frames, channel_dim=1)  # (B, T, H, W)
     f0 = gray[:, :-1].reshape(b * (t - 1), h, w)
     f1 = gray[:, 1:].reshape(b * (t - 1), h, w)
     step = batch or f0.shape[0]

@@ -281,6 +281,7 @@ def convert_checkpoint(ckpt: Path, out: Path, num_heads: int = 8) -> Conversion:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad convert-ldm`'s arguments."""
     parser.add_argument("ckpt", type=Path, help="CompVis LDM inpainting checkpoint (.ckpt)")
     parser.add_argument("out", type=Path, help="diffusers directory to write (set pa.ldm_path to it)")
     parser.add_argument("--num-heads", type=int, default=8, help="attention heads of the UNet (inpainting_big: 8)")
@@ -288,6 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad convert-ldm`: convert a CompVis checkpoint into a local diffusers directory; exit status 2 on errors."""
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         print(f"{args.out}: exists and is not empty (use --force to overwrite)")
         return 2

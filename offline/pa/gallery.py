@@ -112,6 +112,7 @@ def render(rows: list[tuple[str, list[np.ndarray], str]]) -> np.ndarray:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad pa-gallery`'s arguments."""
     parser.add_argument("--out", type=Path, default=Path("pa_gallery.png"), help="PNG to write")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (data and pa sections)")
     parser.add_argument("--clip", default=None, help="training clip id (default: the first)")
@@ -120,11 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad pa-gallery`: draw every PA type on real frames into one PNG."""
     import cv2
 
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError, open_dataset, read_frames
-    from offline.noise_generator import NoiseGenerator
+    from offline.data.readers import DataError, open_dataset, read_frames
+    from offline.models.noise_generator import NoiseGenerator
     from offline.pa.inpaint import make_inpainter
     from offline.pa.intruders import load_intruders
 

@@ -176,6 +176,7 @@ class LDMInpainter:
         return cls(unet, vqvae, scheduler, **kwargs)
 
     def save_pretrained(self, path: str | Path) -> None:
+        """Write the UNet, VQ model, scheduler and vad_ldm.json to `path` (the layout `pa.ldm_path` reads)."""
         path = Path(path)
         self.unet.save_pretrained(path / "unet")
         self.vqvae.save_pretrained(path / "vqvae")

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from offline.pa.baselines import generated_intruders
-from offline.readers.decode import resize
-from offline.readers.windows import to_model_range
+from offline.data.decode import resize
+from offline.data.pixels import to_model_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

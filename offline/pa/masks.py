@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from offline.data.pixels import rgb_to_gray255
+
 
 class Segmenter(Protocol):
     """Hook for a user-configured segmentation model: frames (T, H, W, 3) uint8 RGB -> masks (T, H, W) bool."""
@@ -252,5 +254,5 @@ def object_masks(
         if out.shape != frames.shape[:3]:
             raise ValueError(f"segmenter returned masks of shape {out.shape}, expected {frames.shape[:3]}")
         return out
-    gray = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gray = rgb_to_gray255(frames)
     return motion_masks(gray, params)

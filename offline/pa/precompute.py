@@ -89,6 +89,7 @@ class PACache:
         path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
     def chunk_path(self, clip_id: str, start: int) -> Path:
+        """The file of one clip's PA chunk starting at frame `start` (the cache resumes per chunk)."""
         return self.root / clip_id / f"{start:06d}.npz"
 
     def load(self, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +139,7 @@ def make_clip_pas(cache: PACache, clip_id: str, frames: np.ndarray, inpainter, s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad make-pas`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (data and pa sections)")
     parser.add_argument("--clips", nargs="*", default=None, help="only these training clip ids")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each clip (trials)")
@@ -146,10 +148,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`vad make-pas`: pre-compute the spatial PAs of the training clips into `pa.cache_dir`."""
     from tqdm import tqdm
 
     from offline.config import ConfigError, load_config
-    from offline.datasets import DataError, open_dataset, read_frames
+    from offline.data.readers import DataError, open_dataset, read_frames
     from offline.pa.inpaint import make_inpainter
 
     try:

@@ -16,12 +16,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from offline.bundle import BundleError, random_bundle
-from offline.detector import Detector
-from streaming.scorer import to_model_input
-from streaming.scorer_actor import ScorerService
+from offline.scoring.bundle import BundleError, random_bundle
+from offline.scoring.detector import Detector
+from streaming.batching import to_model_input
+from streaming.scorer_service import ScorerService
 from tests.faults.tools import media
-from tests.faults.tools.watch import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 SIZE, T = 32, 16

@@ -1,4 +1,4 @@
-"""Faults at the camera edge (scenarios 2, 3, 4), against streaming.decode.IngestLoop with real sources:
+"""Faults at the camera edge (scenarios 2, 3, 4), against streaming.ingest.IngestLoop with real sources:
 the GStreamer RTSP server on 127.0.0.1, a loopback proxy that stalls or cuts the stream, damaged files."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from streaming.decode import IngestLoop, IngestSettings, StreamTimeoutError, open_stream
+from streaming.ingest import IngestLoop, IngestSettings
+from streaming.sources import StreamTimeoutError, open_stream
 from tests.faults.conftest import FAULT_CLIP_SECONDS
 from tests.faults.tools.net import FaultProxy, closed_port
 from tests.faults.tools.watch import (
@@ -17,8 +18,8 @@ from tests.faults.tools.watch import (
     WRONG_PASSWORD,
     StateRecorder,
     find_secrets,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -260,9 +261,7 @@ def camera_settings(cam) -> IngestSettings:
     from streaming.config import CameraConfig
 
     cfg = cam if isinstance(cam, CameraConfig) else CameraConfig.model_validate(cam)
-    extra = {k: getattr(cfg, k) for k in ("backoff_initial_s", "backoff_max_s") if hasattr(cfg, k)}
-    return IngestSettings(transport=cfg.transport, fps=cfg.fps, size=64, window=4, hop=4,
-                          open_timeout_s=cfg.open_timeout_s, read_timeout_s=cfg.read_timeout_s, **extra)
+    return IngestSettings.for_camera(cfg, size=64, window=4)
 
 
 OUTAGE_S = 10.0
@@ -298,7 +297,7 @@ def test_rtsp_server_killed_and_restarted_10s_later(rtsp_server_factory, fault_m
         victim.stop()
         rec.wait("reconnecting", READ_TIMEOUT_S + 6, after=t_kill)
         # the outage lasts 10 s by the issue's definition: wait for it, polling that A keeps retrying
-        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "the 10 s outage", poll_s=0.2)
+        wait_for(lambda: time.monotonic() - t_kill >= OUTAGE_S, OUTAGE_S + 1, "the 10 s outage", every_s=0.2)
         victim.start()
         t_back = time.monotonic()
         t_stream, _, _ = rec.wait("streaming", 30, after=t_back)

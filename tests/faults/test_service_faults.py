@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.faults.tools.watch import (
     API_TOKEN,
@@ -23,12 +24,11 @@ from tests.faults.tools.watch import (
     is_loopback,
     listening_sockets,
     process_tree,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
-requests = pytest.importorskip("requests")
 APP, PREFIX = "faults", "/faults"
 
 
@@ -38,7 +38,7 @@ def service(tmp_path_factory, rtsp_server_factory_module):
     credentials in its URL and one with the wrong password."""
     from ray import serve
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
     from streaming.app import build_app
     from tests.streaming.service_support import SERVE_PORT, ensure_ray
 
@@ -224,7 +224,7 @@ def test_rtsp_server_killed_and_back_after_10s(service, demo_video):
         body = {"name": "victim", "url": server.url("cam"), "fps": 5, "read_timeout_s": 2, "open_timeout_s": 3}
         r = service.request("POST", "/cameras", json=body)
         assert r.status_code == 201, r.text
-        wait_for(lambda: service.camera("victim")["state"] == "streaming", 60, "victim streaming", poll_s=0.3)
+        wait_for(lambda: service.camera("victim")["state"] == "streaming", 60, "victim streaming", every_s=0.3)
         reconnects0 = _metric(service.get("/metrics").text, 'vad_reconnects_total{camera="victim"}') or 0.0
         samples: list[tuple[float, dict]] = []  # (t, {camera: status}) every ~0.3 s
 
@@ -295,7 +295,7 @@ def test_bundle_hot_swap_via_api_and_refused_bundles_keep_the_running_one(servic
     assert not list(service.root.glob("*.UNPICKLED"))  # the pickle was never executed
     n0 = service.camera("alerting")["frames_scored"]
     still_a = wait_for(lambda: (c := service.camera("alerting"))["frames_scored"] > n0 and c, 60, "scores with A",
-                       poll_s=0.3)
+                       every_s=0.3)
     assert still_a["bundle"]["sha256"] == a["sha256"]
 
     r = service.request("PUT", "/bundle", json={"path": str(service.bundle_b)})
@@ -305,7 +305,7 @@ def test_bundle_hot_swap_via_api_and_refused_bundles_keep_the_running_one(servic
     assert service.get("/bundle").json()["sha256"] == b["sha256"]
     n1 = service.camera("alerting")["frames_scored"]
     wait_for(lambda: (c := service.camera("alerting"))["frames_scored"] > n1 and c["bundle"]["sha256"] == b["sha256"],
-             60, "scores with bundle B", poll_s=0.3)
+             60, "scores with bundle B", every_s=0.3)
     assert service.get("/scorers").json()["cpu"]["bundle_swaps"] == 1
     assert service.get("/healthz", auth=False).status_code == 200
 
@@ -341,7 +341,7 @@ def test_scorer_ray_killed_while_windows_queued(service):
     active = service.get("/bundle").json()
     name = service.get("/scorers").json()["cpu"]["actor"]
     handle = ray.get_actor(name, namespace="vad")
-    queued = wait_for(lambda: service.get("/scorers").json()["cpu"]["queue_depth"], 60, "windows queued", poll_s=0.05)
+    queued = wait_for(lambda: service.get("/scorers").json()["cpu"]["queue_depth"], 60, "windows queued", every_s=0.05)
     t_kill = time.monotonic()
     ray.kill(handle, no_restart=False)
     body = wait_for(lambda: (r := service.get("/healthz", auth=False)).status_code == 503 and r.json(), 15, "healthz 503")
@@ -349,8 +349,8 @@ def test_scorer_ray_killed_while_windows_queued(service):
     wait_for(lambda: service.get("/healthz", auth=False).status_code == 200, 90, "healthz 200 after the restart")
     recovered_s = time.monotonic() - t_kill
     n0 = service.camera("alerting")["frames_scored"]
-    wait_for(lambda: service.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed", poll_s=0.3)
-    wait_for(lambda: service.camera("alerting")["alert_open"], 60, "alert state resumed", poll_s=0.3)
+    wait_for(lambda: service.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed", every_s=0.3)
+    wait_for(lambda: service.camera("alerting")["alert_open"], 60, "alert state resumed", every_s=0.3)
     wait_for(lambda: service.get("/bundle").json()["sha256"] == active["sha256"], 30, "the swapped bundle back")
     after = _open_events(service)
     assert [e["id"] for e in after] == [before[0]["id"]], (before, after)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import requests
 
 from tests.faults.tools.service_load import FPS, run_n_then_2n
 
 pytestmark = pytest.mark.slow
-requests = pytest.importorskip("requests")
 N = int(os.environ.get("VAD_FAULTS_LOAD_CAMERAS", "2"))
 SECONDS = float(os.environ.get("VAD_FAULTS_LOAD_S", "45"))
 LATENCY_BOUND_S = 15.0  # stated: window (3.2 s) + the scorer's queue (2 windows per camera, batched) + slack

@@ -77,7 +77,7 @@ def run_service(work: Path, env: dict | None = None) -> dict:
 
 
 def test_sigterm_and_restart_keep_every_event_and_a_sound_database(tmp_path):
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
 
     bundle = random_bundle(tmp_path / "bundle", size=64, temporal=False, channels=(8, 16, 32))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(service_config(tmp_path, bundle)))

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from tests import polling
 
 _lock = threading.Lock()
 _bundle: Path | None = None
@@ -24,7 +25,7 @@ def demo_bundle(root: Path) -> Path:
     global _bundle
     with _lock:
         if _bundle is None:
-            from streaming.demo import build_demo_bundle
+            from streaming.demo_bundle import build_demo_bundle
 
             _bundle = build_demo_bundle(root / "demo-bundle")
         return _bundle
@@ -61,19 +62,9 @@ def ensure_ray() -> None:
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5):
-    """Poll until `predicate()` is truthy (returns it); fail naming `what` and the last value seen."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
+    """`tests.polling.wait_for` for services: polls every 0.5 s and keeps polling through errors of a service
+    still starting (connection refused, 503 while an actor restarts)."""
+    return polling.wait_for(predicate, timeout_s, what, every_s, retry_on=(Exception,))
 
 
 def netns_prefix() -> list[str]:

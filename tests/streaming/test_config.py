@@ -1,6 +1,7 @@
 """streaming/config.py: the shipped deploy file validates; bad values fail naming the field, secrets scrubbed."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,10 @@ from streaming.config import (
     AlertConfig,
     CameraConfig,
     ServiceConfig,
-    is_loopback,
     load_service_config,
     parse_service_config,
-    scrub,
 )
+from streaming.credentials import scrub_url
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "config.yaml"
@@ -27,7 +27,7 @@ def test_shipped_deploy_config_validates():
     assert [c.name for c in cfg.cameras] == ["demo"]
     assert cfg.cameras[0].url.startswith("demo://")
     assert cfg.http.host == "127.0.0.1"
-    assert is_loopback(cfg.http.host)
+    assert ipaddress.ip_address(cfg.http.host).is_loopback
 
 
 def test_defaults_bind_loopback_and_have_no_cameras():
@@ -71,7 +71,7 @@ def test_errors_never_echo_camera_passwords():
     assert "hunter2" not in str(info.value) and "cameras.0.fps" in str(info.value)
     cam = CameraConfig(name="a", url="rtsp://admin:hunter2@10.0.0.9/live")
     assert cam.public()["url"] == "rtsp://***@10.0.0.9/live"
-    assert scrub("x rtsps://u:p@h:554/a and rtsp://h/b") == "x rtsps://***@h:554/a and rtsp://h/b"
+    assert scrub_url("x rtsps://u:p@h:554/a and rtsp://h/b") == "x rtsps://***@h:554/a and rtsp://h/b"
 
 
 def test_serve_file_errors_carry_the_application_path(tmp_path):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from streaming.backoff import Backoff
-from streaming.ring_buffer import FrameResampler, RingBuffer, Window
+from streaming.ring_buffer import FrameResampler, RingBuffer, CameraWindow
 
 
 def _frame(i: int, h: int = 8, w: int = 6) -> np.ndarray:
     return np.full((h, w, 3), i % 256, dtype=np.uint8)
 
 
-def _push_many(ring: RingBuffer, n: int, start: int = 0) -> list[Window]:
+def _push_many(ring: RingBuffer, n: int, start: int = 0) -> list[CameraWindow]:
     out = []
     for i in range(start, start + n):
         win = ring.push(_frame(i), i, 1000.0 + i)

@@ -181,7 +181,7 @@ def test_confine_resolves_links_and_dots_before_checking_the_roots(roots):
 
 
 def test_resolve_paths_gives_roots_and_state_file_their_defaults(tmp_path):
-    from streaming.app import resolve_paths
+    from streaming.config import resolve_paths
 
     cfg = resolve_paths(ServiceConfig(scorer={"bundle": "models/a"}, events={"path": "runs/ev.db"}), tmp_path)
     assert cfg.scorer.bundle_roots == [tmp_path / "models"] and cfg.state_file() == tmp_path / "runs" / "state.json"
@@ -195,7 +195,7 @@ def test_api_changes_survive_a_redeploy_and_bundle_swaps_stay_inside_the_roots(t
     import requests
     from ray import serve
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
     from streaming.app import build_app
     from tests.streaming.service_support import SERVE_PORT, ensure_ray, wait_for
 

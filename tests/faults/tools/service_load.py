@@ -104,9 +104,9 @@ def run_n_then_2n(work: Path, n: int, seconds: float, name: str, wait_s: float) 
     import requests
     from ray import serve
 
-    from offline.bundle import random_bundle
+    from offline.scoring.bundle import random_bundle
     from streaming.app import build_app
-    from tests.faults.tools.watch import wait_for
+    from tests.polling import wait_for
     from tests.streaming.service_support import SERVE_PORT, ensure_ray
 
     bundle = random_bundle(work / "bundle", size=SIZE, temporal=False, channels=CHANNELS)
@@ -120,13 +120,13 @@ def run_n_then_2n(work: Path, n: int, seconds: float, name: str, wait_s: float) 
 
     try:
         wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), wait_s, "every camera scored",
-                 poll_s=0.5)
+                 every_s=0.5)
         one = observe(get, seconds, warmup_s=20.0)
         for k in range(n, 2 * n):
             r = requests.post(base + "/cameras", json=camera(k), timeout=60)
             assert r.status_code == 201, r.text
         wait_for(lambda: all(c["windows_scored"] >= 1 for c in get("/cameras").json()), wait_s, "2N cameras scored",
-                 poll_s=0.5)
+                 every_s=0.5)
         two = observe(get, seconds, warmup_s=20.0)
     finally:
         serve.delete(name)

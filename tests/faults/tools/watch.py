@@ -23,18 +23,6 @@ API_TOKEN = "fault-api-token-7f3a"
 SECRETS = (CAM_USER, CAM_PASSWORD, WRONG_PASSWORD)
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str = "condition", poll_s: float = 0.05):
-    """Poll `predicate` until it returns something truthy (returned) or fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.1f}s waiting for {what}")
-        time.sleep(poll_s)
-
-
 class StateRecorder:
     """Collects `on_state(state, detail)` calls with their monotonic time."""
 

@@ -1,0 +1,179 @@
+"""The one scoring path: a model bundle plus windows -> per-frame evidence and scores.
+
+`vad eval` and the streaming scorer actor both call `Detector.score` on batches of windows, then a
+`FrameScorer` (built by `Detector.frame_scorer`) to normalise and aggregate. Preprocessing (size, value range,
+flow settings) follows the bundle, so evaluation and streaming cannot drift apart.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from offline.scoring.bundle import Bundle, load_bundle
+from offline.scoring.frame_scorer import FrameScorer
+from offline.scoring.evidence import frame_mse, frame_psnr
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowScores:
+    """Per-frame evidence for a batch of windows; all arrays are numpy, (B, T) unless noted."""
+
+    psnr: np.ndarray
+    flow_error: np.ndarray | None = None
+    disc_prob: np.ndarray | None = None
+    error_map: np.ndarray | None = None  # (B, T, H, W) squared error of the spatial AE, mean over channels
+
+    def raw(self, b: int, frames: slice | np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+        """Raw components (higher = more anomalous) of window b, for FrameScorer."""
+        sel = slice(None) if frames is None else frames
+        return {
+            "w1": -self.psnr[b, sel],
+            "w2": None if self.flow_error is None else self.flow_error[b, sel],
+            "w3": None if self.disc_prob is None else self.disc_prob[b, sel],
+        }
+
+
+class Detector:
+    """Scores windows with a bundle's models on one device.
+
+    Args:
+        bundle: a loaded bundle (or use `Detector.load(path)`).
+        device: "cpu", "cuda", "cuda:1", ...
+        flow_backend: override the bundle's flow backend ("torch", "opencv", "auto").
+        chunk: most windows per forward pass; None = `CPU_CHUNK` on a CPU, the whole batch on a GPU.
+
+    On a CPU, PyTorch runs a batch-1 3D convolution with its native im2col kernel and a larger batch with
+    oneDNN, whose throughput per window peaks at a few windows and falls once the activations outgrow the
+    caches (bench/RESULTS.md: demo bundle, 1 thread, 186 windows/s at batch 1, ~370 in chunks of 2-4,
+    ~220 as one batch of 64). So CPU batches are scored in chunks of a few windows, channels-last.
+    """
+
+    CPU_CHUNK = 4
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str | torch.device = "cpu",
+        flow_backend: str | None = None,
+        chunk: int | None = None,
+    ):
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.bundle = bundle
+        self.config = bundle.config
+        self.device = torch.device(device)
+        self.spatial = bundle.spatial.to(self.device).eval()
+        self.temporal = bundle.temporal.to(self.device).eval() if bundle.temporal is not None else None
+        self.discriminator = bundle.discriminator.to(self.device).eval() if bundle.discriminator is not None else None
+        self.flow_estimator = None
+        if self.temporal is not None:
+            from offline.flow import FlowEstimator
+
+            flow_cfg = self.config.flow if flow_backend is None else self.config.flow.model_copy(update={"backend": flow_backend})
+            self.flow_estimator = FlowEstimator(flow_cfg, device=self.device)
+        self.features = None
+        if self.discriminator is not None:
+            if not self.config.clip_model_path:
+                raise ValueError(f"{bundle.path}: the bundle has a discriminator but no clip_model_path for its features")
+            from offline.models.clip_features import ClipFeatureExtractor
+
+            self.features = ClipFeatureExtractor(self.config.clip_model_path, device=self.device)
+        self.chunk = chunk if chunk is not None else (self.CPU_CHUNK if self.device.type == "cpu" else None)
+        self.spatial = self.spatial.to(memory_format=torch.channels_last_3d)
+        if self.temporal is not None:
+            self.temporal = self.temporal.to(memory_format=torch.channels_last_3d)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", flow_backend: str | None = None, chunk: int | None = None
+    ) -> "Detector":
+        """A Detector for the bundle at `path` (loaded and checked) on `device`."""
+        return cls(load_bundle(path), device, flow_backend, chunk)
+
+    @property
+    def size(self) -> int:
+        """Frame size (pixels, square) the bundle's models take."""
+        return self.config.input.size
+
+    @property
+    def window(self) -> int:
+        """Frames per window the bundle's models take."""
+        return self.config.input.window
+
+    @property
+    def available(self) -> tuple[bool, bool, bool]:
+        """Which of (w1, w2, w3) this bundle provides (spatial AE always; temporal AE, discriminator optional)."""
+        return (True, self.temporal is not None, self.discriminator is not None)
+
+    def frame_scorer(self, normaliser: str | None = None, weights=None) -> FrameScorer:
+        """A fresh per-video / per-camera scorer with the bundle's weights, normaliser and calibration priors."""
+        s = self.config.scoring
+        priors = None
+        if self.config.calibration is not None:
+            priors = dict(self.config.calibration.components)
+        return FrameScorer(
+            weights if weights is not None else s.weights,
+            normaliser or s.normaliser,
+            self.available,
+            running={"halflife": s.running_halflife, "warmup": s.running_warmup},
+            priors=priors,
+        )
+
+    def _check(self, frames: torch.Tensor) -> None:
+        if frames.dim() != 5 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be (B, 3, T, H, W), got shape {tuple(frames.shape)}")
+        t, h, w = frames.shape[2:]
+        if (h, w) != (self.size, self.size) or t != self.window:
+            raise ValueError(
+                f"the bundle expects windows of T={self.window} frames at {self.size}x{self.size}, got T={t}, {h}x{w}"
+            )
+
+    @torch.inference_mode()
+    def score(self, frames: torch.Tensor, flow: torch.Tensor | None = None, return_maps: bool = False) -> WindowScores:
+        """frames (B, 3, T, H, W) in [-1, 1]; flow: encoded flow of the same shape, computed here when None."""
+        self._check(frames)
+        n = frames.shape[0]
+        if self.chunk is None or n <= self.chunk:
+            return self._score(frames, flow, return_maps)
+        parts = [
+            self._score(frames[s : s + self.chunk], None if flow is None else flow[s : s + self.chunk], return_maps)
+            for s in range(0, n, self.chunk)
+        ]
+        return WindowScores(
+            **{
+                f: None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
+                for f in ("psnr", "flow_error", "disc_prob", "error_map")
+            }
+        )
+
+    def _score(self, frames: torch.Tensor, flow: torch.Tensor | None, return_maps: bool) -> WindowScores:
+        x = frames.to(self.device, torch.float32, non_blocking=True)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        with autocast:
+            recon = self.spatial(x).float()
+        psnr = frame_psnr(recon, x)
+        result = WindowScores(psnr=psnr.cpu().numpy())
+        if return_maps:
+            result.error_map = ((recon - x) ** 2).mean(dim=1).cpu().numpy()
+        if self.temporal is not None:
+            if flow is None:
+                from offline.flow import window_flow
+
+                flow = window_flow(x, self.flow_estimator)
+            f = flow.to(self.device, torch.float32)
+            with autocast:
+                frecon = self.temporal(f).float()
+            result.flow_error = frame_mse(frecon, f).cpu().numpy()
+        if self.discriminator is not None:
+            b, _, t = x.shape[:3]
+            per_frame = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, *x.shape[3:])
+            logits = self.discriminator(self.features(per_frame))
+            result.disc_prob = torch.sigmoid(logits.float()).view(b, t).cpu().numpy()
+        return result

@@ -1,0 +1,77 @@
+"""`vad train`: parse, build the config, call the loop (offline/training/ae_loop.py, offline/training/disc_loop.py).
+
+Single process on CPU or one GPU; data-parallel with `torchrun --nproc_per_node N -m offline.cli train ...`.
+Exit codes: 0 done, 130 stopped by Ctrl-C / SIGTERM (checkpoint written; `--resume` continues), 2 bad config.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from offline.config import ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["train.epochs=2", "data.size=64"] -> {"train.epochs": 2, "data.size": 64} (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad train`'s arguments."""
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (sections data, flow, pa, model, train)")
+    parser.add_argument("--target", choices=["spatial", "temporal", "discriminator"], help="overrides train.target")
+    parser.add_argument("--data", type=Path, help="dataset root (overrides data.root)")
+    parser.add_argument("--out", type=Path, help="run directory (overrides train.out_dir)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config field, e.g. --set pa.spatial=patch --set data.size=64 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same step, optimiser state)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs and JSONL only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`vad train`: validate the config, run the chosen loop; 0 done, 130 stopped (resumable), 2 bad config."""
+    try:
+        overrides = parse_overrides(args.overrides)
+        if args.target:
+            overrides["train.target"] = args.target
+        if args.data:
+            overrides["data.root"] = str(args.data)
+        if args.out:
+            overrides["train.out_dir"] = str(args.out)
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if cfg.train.target == "discriminator":
+        from offline.training.disc_loop import train_discriminator
+
+        result = train_discriminator(cfg, progress=not args.no_progress)
+        print(f"discriminator: {result.status} ({result.out_dir})")
+        return 0
+    from offline.training import ddp
+    from offline.training.ae_loop import train_autoencoder
+
+    try:
+        result = train_autoencoder(cfg, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ddp.cleanup()
+    if result.stopped:
+        print(f"stopped at step {result.step}; checkpoint in {result.out_dir} (continue with --resume)")
+        return 130
+    print(f"{cfg.train.target} AE: {result.step} steps, {result.epoch} epochs -> {result.out_dir}")
+    return 0

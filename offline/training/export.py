@@ -1,0 +1,160 @@
+"""`vad export`: training runs -> the model bundle the streaming service loads.
+
+Takes the spatial run (required), the temporal run and the discriminator run (optional), writes both AEs (+ D when
+trained), input size, flow settings and encoding, score weights renormalised over the components present (eta3 = 0
+when D is off, with the reason in `discriminator_status`), and calibration statistics of the raw components and of
+the aggregate score on the spatial run's held-out normal training windows (never trained on). The calibration
+goes through `Detector`, the same scoring path as `vad eval` and the service.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from offline.models.autoencoder import Autoencoder
+from offline.scoring.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
+from offline.config import Config
+from offline.models.discriminator import Discriminator
+from offline.scoring.weights import renormalise_weights
+
+logger = logging.getLogger(__name__)
+QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+
+
+def read_run(run_dir: str | Path) -> Config:
+    """The exact config a run was trained with (its config.yaml)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; is {run_dir} a `vad train` run directory?")
+    return Config.model_validate(yaml.safe_load(path.read_text()))
+
+
+def load_run_autoencoder(run_dir: str | Path) -> tuple[Autoencoder, Config]:
+    """The AE of a run from weights.safetensors (safetensors only, no pickle), in eval mode."""
+    cfg = read_run(run_dir)
+    path = Path(run_dir) / "weights.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; the run has not finished an epoch or a stop yet")
+    tensors = load_file(str(path))
+    model = Autoencoder(3, tuple(cfg.model.channels), cfg.model.sspcab)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    return model.eval(), cfg
+
+
+def calibrate(detector, windows, batch: int = 8) -> Calibration:
+    """Raw component (mean, std) and aggregate-score quantiles (running normaliser seeded with those priors)
+    on held-out normal windows; `windows` yields (frames (3, T, H, W), clip id) in stream order per clip."""
+    from offline.scoring.frame_scorer import FrameScorer
+
+    per_clip: dict[str, list[dict[str, np.ndarray | None]]] = {}
+    items = list(windows)
+    for i in range(0, len(items), batch):
+        chunk = items[i : i + batch]
+        ws = detector.score(torch.stack([x for x, _ in chunk]))
+        for b, (_, cid) in enumerate(chunk):
+            per_clip.setdefault(cid, []).append(ws.raw(b))
+    names = ("w1", "w2", "w3")
+    joined = {n: [r[n] for rs in per_clip.values() for r in rs if r[n] is not None] for n in names}
+    comps = {n: (float(np.mean(np.concatenate(v))), float(np.std(np.concatenate(v)))) for n, v in joined.items() if v}
+    scoring = detector.config.scoring
+    scores = []
+    for rs in per_clip.values():
+        scorer = FrameScorer(scoring.weights, "running", detector.available,
+                             running={"halflife": scoring.running_halflife, "warmup": scoring.running_warmup},
+                             priors={k: v for k, v in comps.items() if k != "w3"})
+        for r in rs:
+            out, _ = scorer.update(r)
+            scores.append(out["score"])
+    allscores = np.concatenate(scores) if scores else np.zeros(0)
+    quant = {str(q): float(np.quantile(allscores, q)) for q in QUANTILES} if allscores.size else {}
+    return Calibration(components=comps, score_quantiles=quant, frames=int(allscores.size))
+
+
+def export(
+    spatial_run: Path, out: Path, temporal_run: Path | None = None, discriminator_run: Path | None = None,
+    device: str = "cpu", batch: int = 8, data=None,
+) -> Path:
+    """Write the bundle into `out`; `data` (decoded clips) may be passed to skip decoding again."""
+    from offline.scoring.detector import Detector
+    from offline.training.ae_loop import build_windows
+
+    spatial, cfg = load_run_autoencoder(spatial_run)
+    temporal = None
+    if temporal_run is not None:
+        temporal, tcfg = load_run_autoencoder(temporal_run)
+        if (tcfg.data.size, tcfg.data.window) != (cfg.data.size, cfg.data.window):
+            raise ValueError(
+                f"{temporal_run}: trained on {tcfg.data.size}px windows of {tcfg.data.window} frames, the spatial run "
+                f"{spatial_run} on {cfg.data.size}px x {cfg.data.window}: they cannot share a bundle"
+            )
+        flow_cfg = tcfg.flow
+    else:
+        flow_cfg = cfg.flow
+    disc, status, clip_path = None, "off: no discriminator run given to `vad export` (eta3 = 0, weights renormalised)", None
+    if discriminator_run is not None:
+        from offline.training.disc_loop import WEIGHTS_FILE, read_status
+
+        record = read_status(discriminator_run)
+        status, clip_path = record["status"], record.get("clip_model_path")
+        if status == "on":
+            disc = Discriminator()
+            tensors = load_file(str(Path(discriminator_run) / WEIGHTS_FILE))
+            disc.load_state_dict({k[len("discriminator."):]: v for k, v in tensors.items()}, strict=True)
+    if disc is None:
+        logger.warning("discriminator %s", status)
+    available = (True, temporal is not None, disc is not None)
+    weights = renormalise_weights(cfg.scoring.weights, available)
+    scoring = ScoringSpec(weights=weights, normaliser="running", running_halflife=cfg.scoring.running_halflife,
+                          running_warmup=cfg.scoring.running_warmup, frame=cfg.scoring.frame)
+    notes = {
+        "weights_requested": list(cfg.scoring.weights), "spatial_run": str(spatial_run),
+        "temporal_run": str(temporal_run) if temporal_run else None,
+        "discriminator_run": str(discriminator_run) if discriminator_run else None,
+        "pa": {"spatial": cfg.pa.spatial, "temporal": read_run(temporal_run).pa.temporal if temporal_run else None},
+    }
+    common = dict(input_spec=InputSpec(size=cfg.data.size, window=cfg.data.window), flow=flow_cfg, scoring=scoring,
+                  discriminator_status=status, clip_model_path=clip_path, notes=notes)
+    save_bundle(out, spatial, temporal, disc, **common)
+    holdout_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"target": "spatial"})})
+    holdout, _ = build_windows(holdout_cfg, torch.device("cpu"), part="holdout", data=data)
+    if len(holdout) == 0:
+        logger.warning("no held-out windows (train.holdout_fraction=%s): the bundle has no calibration", cfg.train.holdout_fraction)
+        return out
+    detector = Detector.load(out, device)
+    keys = holdout.keys()
+    calibration = calibrate(detector, ((holdout[i][1], keys[i][0]) for i in range(len(holdout))), batch)
+    logger.info("calibration on %d held-out normal frames: %s, quantiles %s", calibration.frames,
+                calibration.components, calibration.score_quantiles)
+    save_bundle(out, spatial, temporal, disc, calibration=calibration, **common)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad export`'s arguments."""
+    parser.add_argument("--spatial", type=Path, required=True, help="run directory of the spatial AE")
+    parser.add_argument("--temporal", type=Path, help="run directory of the temporal AE (flow)")
+    parser.add_argument("--discriminator", type=Path, help="run directory of `vad train --target discriminator`")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=8, help="windows per forward pass during calibration")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`vad export`: write the bundle of the given runs and print its weights; exit status 2 on a bad run."""
+    try:
+        path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = json.loads((path / "config.json").read_text())
+    print(f"bundle {path}: weights {cfg['scoring']['weights']}, discriminator {cfg['discriminator_status']}, "
+          f"calibration frames {cfg['calibration']['frames'] if cfg.get('calibration') else 0}")
+    return 0

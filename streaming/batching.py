@@ -1,0 +1,211 @@
+"""The batching core of the scorer (no Ray): queue windows from many cameras, score them in one Detector call.
+
+Drop policy (stated, counted): each camera may have at most `max_pending` windows waiting; a newer window
+evicts that camera's oldest one, so a slow scorer drops whole, stale windows and always scores the freshest
+footage, and one busy camera cannot starve the others (batches are filled round-robin, oldest first).
+A batch is released when it holds `max_batch` windows or when its oldest window has waited `max_wait_s`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from offline.scoring.frame_scorer import FrameScorer
+from offline.data.pixels import to_model_range
+
+
+class WindowLike(Protocol):
+    """What the ring buffer produces (streaming.ring_buffer.CameraWindow)."""
+
+    camera: str
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    indices: np.ndarray  # (T,)
+    wall_s: np.ndarray  # (T,)
+
+
+@dataclass
+class _Pending:
+    window: Any
+    arrived_s: float
+
+
+class PendingWindows:
+    """Thread-safe per-camera window queue with drop-oldest eviction and batch release (see module docstring)."""
+
+    def __init__(self, max_pending: int = 2, clock: Callable[[], float] = time.monotonic):
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.max_pending = max_pending
+        self.clock = clock
+        self._queues: OrderedDict[str, deque[_Pending]] = OrderedDict()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped: dict[str, int] = {}
+
+    def put(self, window: WindowLike) -> Any | None:
+        """Queue a window without ever blocking; returns the evicted (dropped) window of that camera, if any."""
+        with self._cond:
+            q = self._queues.setdefault(window.camera, deque())
+            evicted = None
+            if len(q) >= self.max_pending:
+                evicted = q.popleft().window
+                self.dropped[window.camera] = self.dropped.get(window.camera, 0) + 1
+            q.append(_Pending(window, self.clock()))
+            self._cond.notify_all()
+            return evicted
+
+    def depth(self, camera: str | None = None) -> int:
+        """Windows queued for `camera`, or for all cameras."""
+        with self._cond:
+            if camera is not None:
+                return len(self._queues.get(camera, ()))
+            return sum(len(q) for q in self._queues.values())
+
+    def discard(self, camera: str) -> int:
+        """Forget a removed camera's queued windows (not counted as drops); returns how many."""
+        with self._cond:
+            q = self._queues.pop(camera, deque())
+            return len(q)
+
+    def close(self) -> None:
+        """Wake every waiting `take` with an empty batch (the scorer is stopping)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _oldest_s(self) -> float | None:
+        heads = [q[0].arrived_s for q in self._queues.values() if q]
+        return min(heads) if heads else None
+
+    def _pop_round_robin(self, n: int) -> list[Any]:
+        out: list[Any] = []
+        while len(out) < n:
+            ready = [(q[0].arrived_s, cam) for cam, q in self._queues.items() if q]
+            if not ready:
+                break
+            # One window per camera per round, oldest heads first, so no camera starves the others.
+            for _, cam in sorted(ready):
+                if len(out) >= n:
+                    break
+                out.append(self._queues[cam].popleft().window)
+        return out
+
+    def take(self, max_batch: int, max_wait_s: float, timeout_s: float | None = None) -> list[Any]:
+        """Block until a batch is ready: `max_batch` windows, or the oldest has waited `max_wait_s`.
+
+        Returns [] when `timeout_s` passes with nothing queued, or after close().
+        """
+        deadline = None if timeout_s is None else self.clock() + timeout_s
+        with self._cond:
+            while True:
+                if self._closed:
+                    return []
+                oldest = self._oldest_s()
+                now = self.clock()
+                if oldest is not None:
+                    total = sum(len(q) for q in self._queues.values())
+                    release_at = oldest + max_wait_s
+                    if total >= max_batch or now >= release_at:
+                        return self._pop_round_robin(max_batch)
+                    wait = release_at - now
+                else:
+                    if deadline is not None and now >= deadline:
+                        return []
+                    wait = None if deadline is None else deadline - now
+                self._cond.wait(timeout=wait)
+
+
+def to_model_input(frames: Sequence[np.ndarray]) -> torch.Tensor:
+    """List of (T, H, W, 3) uint8 windows -> (B, 3, T, H, W) float32 in [-1, 1], the Detector's input."""
+    return to_model_range(np.stack([np.asarray(f) for f in frames]))  # (B, T, H, W, 3) uint8 -> (B, 3, T, H, W)
+
+
+@dataclass
+class ScoredWindow:
+    """One camera's window after scoring: per-frame scores, warm-up flags and the raw evidence."""
+
+    camera: str
+    indices: np.ndarray  # (T,)
+    wall_s: np.ndarray  # (T,) wall-clock time each frame was decoded
+    score: np.ndarray  # (T,) normalised aggregate score in (0, 1)
+    warm: np.ndarray  # (T,) False while the camera's running normaliser warms up
+    raw: dict[str, np.ndarray | None]
+    error_map: np.ndarray | None  # (T, H, W) reconstruction error of the spatial AE, when asked for
+    frames: np.ndarray = field(repr=False)  # (T, H, W, 3) uint8, for snapshots
+    scored_wall_s: float = 0.0
+
+
+class BatchScorer:
+    """Scores windows from many cameras in batches of at most `max_batch` through one Detector.
+
+    Args:
+        detector: offline.detector.Detector (its `score` is the one scoring path).
+        make_frame_scorer: builds a fresh per-camera FrameScorer (running normaliser).
+        max_batch: windows per Detector call.
+        return_maps: ask the Detector for per-frame error maps (needed for event snapshots).
+    """
+
+    def __init__(
+        self,
+        detector: Any,
+        make_frame_scorer: Callable[[], FrameScorer],
+        max_batch: int = 16,
+        return_maps: bool = True,
+    ):
+        self.detector = detector
+        self.make_frame_scorer = make_frame_scorer
+        self.max_batch = max_batch
+        self.return_maps = return_maps
+        self._scorers: dict[str, FrameScorer] = {}
+
+    def forget(self, camera: str) -> None:
+        """Drop a camera's running statistics (removed camera, or a restart of its feed)."""
+        self._scorers.pop(camera, None)
+
+    def score_raw(self, windows: Sequence[WindowLike]) -> list[tuple[dict[str, np.ndarray | None], np.ndarray | None]]:
+        """Detector evidence per window, in order: [(raw components, error map (T, H, W) or None)]."""
+        out: list[tuple[dict[str, np.ndarray | None], np.ndarray | None]] = []
+        for start in range(0, len(windows), self.max_batch):
+            chunk = windows[start : start + self.max_batch]
+            with torch.inference_mode():
+                scores = self.detector.score(to_model_input([w.frames for w in chunk]), return_maps=self.return_maps)
+            for i in range(len(chunk)):
+                maps = None if scores.error_map is None else np.asarray(scores.error_map[i])
+                out.append((scores.raw(i), maps))
+        return out
+
+    def score(self, windows: Sequence[WindowLike]) -> list[ScoredWindow]:
+        """Score a batch, then normalise each window with its camera's running FrameScorer (in arrival order)."""
+        results: list[ScoredWindow] = []
+        now = time.time()
+        for w, (raw, maps) in zip(windows, self.score_raw(windows)):
+            fs = self._scorers.get(w.camera)
+            if fs is None:
+                fs = self._scorers[w.camera] = self.make_frame_scorer()
+            norm, warm = fs.update(raw)
+            results.append(
+                ScoredWindow(
+                    camera=w.camera,
+                    indices=np.asarray(w.indices),
+                    wall_s=np.asarray(w.wall_s, dtype=np.float64),
+                    score=np.asarray(norm["score"], dtype=np.float64),
+                    warm=np.asarray(warm, dtype=bool),
+                    raw=raw,
+                    error_map=maps,
+                    frames=w.frames,
+                    scored_wall_s=now,
+                )
+            )
+        return results
+
+
+def frame_scorer_factory(detector: Any) -> Callable[[], FrameScorer]:
+    """Per-camera FrameScorers from the detector's bundle: its weights, running normaliser and calibration priors."""
+    return lambda: detector.frame_scorer("running")

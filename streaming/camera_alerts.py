@@ -1,0 +1,128 @@
+"""One camera's scored stream at its scorer: counters, the alert tracker, the open event and its snapshot.
+
+`CameraAlerts.observe` takes a scored window frame by frame: each frame's score goes to the AlertTracker, the
+peak frame (with its error map) is kept for the event's JPEG snapshot, and the tracker's opened/peak/closed
+events are written to the shared EventStore. After a scorer restart, `resume_open_event` adopts the camera's
+open event when it was updated within RESUME_GAP_S (no duplicate alert), else closes it (reason "restart").
+No Ray, no threads: the scorer service calls it under its lock.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streaming.alerts import AlertEvent, AlertTracker
+from streaming.batching import ScoredWindow
+from streaming.config import AlertConfig
+from streaming.events import EventStore
+from streaming.snapshot import render_snapshot
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_MIN_SIDE = 256  # pixels: snapshots of smaller model inputs are enlarged (nearest) to at least this
+RESUME_GAP_S = 60.0  # a restarted scorer resumes a camera's open alert last updated at most this long ago
+
+
+@dataclass
+class CameraAlerts:
+    """Per-camera scoring state and counters at one scorer (see the module docstring)."""
+
+    name: str
+    tracker: AlertTracker
+    windows_scored: int = 0
+    frames_scored: int = 0
+    windows_dropped: int = 0
+    frames_dropped: int = 0
+    last_score: float | None = None
+    last_warm: bool = False
+    last_frame: int | None = None
+    last_frame_wall_s: float | None = None
+    last_latency_s: float | None = None
+    event_id: int | None = None
+    events_opened: int = 0
+    peak: tuple[np.ndarray, np.ndarray] | None = None  # (rgb (H, W, 3), error map (H, W)) of the peak so far
+    scored_times: deque = field(default_factory=lambda: deque(maxlen=64))  # (wall_s, frames) per window
+    bundle: str | None = None  # sha256 prefix of the bundle that scored the last window
+
+    @classmethod
+    def start(cls, name: str, settings: AlertConfig, store: EventStore) -> "CameraAlerts":
+        """A camera's state at its first window: a fresh tracker with `settings`, and any open event resumed."""
+        cam = cls(name, AlertTracker(settings.threshold, settings.min_duration_s, settings.hysteresis, camera=name))
+        cam.resume_open_event(store)
+        return cam
+
+    def apply(self, settings: AlertConfig) -> None:
+        """New alert settings; an open alert keeps going under them."""
+        t = self.tracker
+        t.threshold, t.min_duration_s, t.hysteresis = settings.threshold, settings.min_duration_s, settings.hysteresis
+
+    def resume_open_event(self, store: EventStore) -> None:
+        """After a scorer restart: adopt the camera's open event if it was updated within RESUME_GAP_S (the alert
+        goes on, no duplicate), else close it at its last update (reason "restart"): an open alert is never lost."""
+        for ev in store.list_events(camera=self.name, status="open", limit=10):
+            if self.event_id is None and time.time() - ev.updated_s <= RESUME_GAP_S:
+                self.event_id = ev.id
+                self.tracker.resume(ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s)
+                logger.warning("camera %s: resumed open alert (event %d) after a scorer restart", self.name, ev.id)
+            else:
+                store.close_event(ev.id, ev.updated_s, "restart")
+
+    def observe(self, r: ScoredWindow, store: EventStore, latency: Any, now: float, bundle: str | None = None) -> None:
+        """Feed one scored window: per frame the latency histogram, the tracker, the peak; then the counters."""
+        for t in range(len(r.score)):
+            wall = float(r.wall_s[t])
+            latency.observe(max(0.0, now - wall))
+            events = self.tracker.update(wall, float(r.score[t]), int(r.indices[t]), bool(r.warm[t]))
+            if self.tracker.new_peak:
+                emap = r.error_map[t] if r.error_map is not None else np.zeros(r.frames.shape[1:3], np.float32)
+                self.peak = (np.array(r.frames[t]), np.array(emap))
+            for ev in events:
+                self.persist(ev, store)
+        self.windows_scored += 1
+        self.frames_scored += len(r.score)
+        self.last_score = float(r.score[-1])
+        self.last_warm = bool(r.warm[-1])
+        self.last_frame = int(r.indices[-1])
+        self.last_frame_wall_s = float(r.wall_s[-1])
+        self.last_latency_s = now - float(r.wall_s[-1])
+        self.scored_times.append((now, len(r.score)))
+        self.bundle = bundle
+        if self.event_id is not None:
+            store.touch(self.event_id, self.last_frame_wall_s)
+
+    def close(self, store: EventStore, reason: str) -> None:
+        """Close an open alert now (camera removed, scorer stopped)."""
+        for ev in self.tracker.close(time.time(), reason=reason):
+            self.persist(ev, store)
+
+    def snapshot(self) -> bytes | None:
+        """JPEG of the peak frame with its error heatmap (small model inputs enlarged), or None before a peak."""
+        if self.peak is None:
+            return None
+        rgb, emap = self.peak
+        k = -(-SNAPSHOT_MIN_SIDE // min(rgb.shape[:2]))  # small model inputs (64x64) are enlarged for viewing
+        if k > 1:
+            rgb = rgb.repeat(k, axis=0).repeat(k, axis=1)
+            emap = emap.repeat(k, axis=0).repeat(k, axis=1)
+        return render_snapshot(rgb, emap)
+
+    def persist(self, ev: AlertEvent, store: EventStore) -> None:
+        """Write a tracker event to the store: open an event (with snapshot), raise its peak, or close it."""
+        if ev.kind == "opened":
+            self.event_id = store.open_event(
+                self.name, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot()
+            )
+            self.events_opened += 1
+            logger.warning("camera %s: anomaly alert opened (event %d, score %.3f)", self.name, self.event_id, ev.peak_score)
+        elif ev.kind == "peak" and self.event_id is not None:
+            store.update_peak(self.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot())
+        elif ev.kind == "closed" and self.event_id is not None:
+            store.close_event(self.event_id, ev.end_s if ev.end_s is not None else time.time(), ev.reason)
+            logger.info("camera %s: alert closed (event %d)", self.name, self.event_id)
+            self.event_id = None
+            self.peak = None

@@ -1,0 +1,87 @@
+"""streaming/scorer_service.py and camera_alerts.py without Ray: demo feed -> batches -> running scores -> alerts -> SQLite events.
+
+The demo bundle is trained on the demo feed's normal part; the feed has a vehicle crossing at 20.0-21.6 s
+and 40.0-41.6 s. At 10 analysed fps those are frames 200-215 and 400-415.
+"""
+from __future__ import annotations
+
+import io
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from streaming.demo_bundle import demo_frames
+from streaming.scorer_service import ScorerService
+from tests.streaming.service_support import demo_bundle, wait_for
+
+FPS, T = 10.0, 16
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return demo_bundle(tmp_path_factory.mktemp("svc"))
+
+
+def feed(service: ScorerService, camera: str, seconds: float, size: int, t0: float) -> np.ndarray:
+    frames, labels = demo_frames(seconds, FPS, size)
+    n = len(frames) // T * T
+    for s in range(0, n, T):
+        idx = np.arange(s, s + T)
+        service.submit(SimpleNamespace(camera=camera, frames=frames[s : s + T], indices=idx, wall_s=t0 + idx / FPS))
+    return labels[:n]
+
+
+def test_alert_opens_on_the_anomaly_only_and_events_survive_a_restart(bundle, tmp_path):
+    db = tmp_path / "events.db"
+    alerts = {"threshold": 0.99, "min_duration_s": 0.5, "hysteresis": 0.1}
+    svc = ScorerService("cpu", "cpu", str(bundle), {"path": str(db)}, alerts, max_batch=8, max_wait_ms=20, max_pending=64)
+    svc.set_camera("demo")
+    t0 = time.time() - 60
+    labels = feed(svc, "demo", 45.0, svc.detector.size, t0)
+    n_windows = len(labels) // T
+    wait_for(lambda: svc.stats()["cameras"]["demo"]["windows_scored"] == n_windows, 120, "all windows scored")
+    stats = svc.stats()
+    cam = stats["cameras"]["demo"]
+    assert cam["frames_scored"] == len(labels) and cam["windows_dropped"] == 0 and cam["warm"]
+    assert stats["batches"] >= 1 and stats["mean_batch"] >= 1 and stats["errors"] == 0, stats
+
+    events = sorted(svc.list_events(camera="demo"), key=lambda e: e["start_s"])
+    anomalous = np.flatnonzero(labels)
+    assert len(events) == 2, events  # one per vehicle crossing, none in the normal footage
+    for ev, lo in zip(events, (200, 400)):
+        frame0 = round((ev["start_s"] - t0) * FPS)
+        assert lo - 8 <= frame0 <= lo + 16 and lo <= ev["peak_frame"] < lo + 16, ev
+        assert ev["peak_frame"] in anomalous and ev["peak_score"] >= 0.99 and ev["status"] == "closed"
+        jpeg = svc.get_snapshot(ev["id"])
+        img = Image.open(io.BytesIO(jpeg))
+        side = svc.detector.size * -(-256 // svc.detector.size)  # enlarged to at least 256 px for viewing
+        assert img.format == "JPEG" and img.size == (side, side)
+    svc.stop()
+
+    again = ScorerService("cpu", "cpu", str(bundle), {"path": str(db)}, alerts)
+    try:
+        assert again.close_dangling() == 0
+        assert [e["id"] for e in sorted(again.list_events(), key=lambda e: e["start_s"])] == [e["id"] for e in events]
+        assert again.get_snapshot(events[0]["id"]) == svc.get_snapshot(events[0]["id"])
+    finally:
+        again.stop()
+
+
+def test_removed_camera_closes_its_open_alert(bundle, tmp_path):
+    svc = ScorerService("cpu", "cpu", str(bundle), {"path": str(tmp_path / "e.db")}, {"threshold": 0.99}, max_pending=64)
+    svc.set_camera("cam")
+    t0 = time.time() - 30
+    frames, _ = demo_frames(21.0, FPS, svc.detector.size)  # ends while the vehicle is still in view
+    n = len(frames) // T * T
+    for s in range(0, n, T):
+        idx = np.arange(s, s + T)
+        svc.submit(SimpleNamespace(camera="cam", frames=frames[s : s + T], indices=idx, wall_s=t0 + idx / FPS))
+    wait_for(lambda: svc.stats()["cameras"]["cam"]["alert_open"], 60, "the alert to open")
+    svc.remove_camera("cam")
+    (ev,) = svc.list_events()
+    assert ev["status"] == "closed" and ev["reason"] == "removed" and ev["has_snapshot"]
+    assert "cam" not in svc.stats()["cameras"]
+    svc.stop()
