@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offline.bundle import load_bundle
+from offline.scoring.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ def tiny_run(tmp_path_factory, shared_data):
     out = tmp_path_factory.mktemp("gpu_run")
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu_run.py"), "--tiny", "--out", str(out), "--data", str(shared_data / "ped2-256")],
-        capture_output=True, text=True, timeout=400, cwd=REPO,
+        capture_output=True, text=True, timeout=1000, cwd=REPO,
     )
     return out, proc
 
