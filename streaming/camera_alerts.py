@@ -9,6 +9,7 @@ No Ray, no threads: the scorer service calls it under its lock.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from streaming.alerts import AlertEvent, AlertTracker
 from streaming.batching import ScoredWindow
 from streaming.config import AlertConfig
 from streaming.events import EventStore
-from streaming.snapshot import render_snapshot
+from streaming.snapshot import render_evidence_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class CameraAlerts:
     peak: tuple[np.ndarray, np.ndarray] | None = None  # (rgb (H, W, 3), error map (H, W)) of the peak so far
     scored_times: deque = field(default_factory=lambda: deque(maxlen=64))  # (wall_s, frames) per window
     bundle: str | None = None  # sha256 prefix of the bundle that scored the last window
+    block: int = 16
+    """Evidence block side in pixels, from the bundle's scoring spec (`block_max`); the snapshot outlines these
+    blocks. A map whose size it does not divide uses the largest common divisor of its sides <= block."""
 
     @classmethod
     def start(cls, name: str, settings: AlertConfig, store: EventStore) -> "CameraAlerts":
@@ -101,15 +105,21 @@ class CameraAlerts:
             self.persist(ev, store)
 
     def snapshot(self) -> bytes | None:
-        """JPEG of the peak frame with its error heatmap (small model inputs enlarged), or None before a peak."""
+        """JPEG of the peak frame with its block evidence (see render_evidence_snapshot), or None before a peak."""
         if self.peak is None:
             return None
         rgb, emap = self.peak
-        k = -(-SNAPSHOT_MIN_SIDE // min(rgb.shape[:2]))  # small model inputs (64x64) are enlarged for viewing
-        if k > 1:
-            rgb = rgb.repeat(k, axis=0).repeat(k, axis=1)
-            emap = emap.repeat(k, axis=0).repeat(k, axis=1)
-        return render_snapshot(rgb, emap)
+        peak = self.tracker.peak  # (score, frame, wall time) of the frame kept in self.peak
+        score, wall = (peak[0], peak[2]) if peak is not None else (self.last_score, self.last_frame_wall_s)
+        if emap.shape != rgb.shape[:2]:  # the scorer's maps match its frames; never lose an alert over a size
+            h, w = rgb.shape[:2]  # nearest resampling onto the frame
+            emap = emap[np.arange(h) * emap.shape[0] // h][:, np.arange(w) * emap.shape[1] // w]
+        side = math.gcd(*rgb.shape[:2])
+        block = max(d for d in range(1, max(1, min(self.block, side)) + 1) if side % d == 0)
+        return render_evidence_snapshot(
+            rgb, emap, block=block, score=score if score is not None else 0.0, camera=self.name,
+            when_s=wall if wall is not None else time.time(), threshold=self.tracker.threshold,
+        )
 
     def persist(self, ev: AlertEvent, store: EventStore) -> None:
         """Write a tracker event to the store: open an event (with snapshot), raise its peak, or close it."""

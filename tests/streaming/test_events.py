@@ -1,6 +1,8 @@
-"""streaming/events.py and streaming/snapshot.py: SQLite events across restarts, retention, filters, JPEG snapshots."""
+"""streaming/events.py and streaming/snapshot.py: SQLite events across restarts, retention, filters, JPEG snapshots
+(the smooth heatmap and the block-evidence snapshot that CameraAlerts stores)."""
 from __future__ import annotations
 
+import inspect
 import io
 import sqlite3
 import threading
@@ -8,11 +10,14 @@ import threading
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from streaming.alerts import AlertTracker
 from streaming.events import EventStore, EventStoreError
-from streaming.snapshot import overlay, render_snapshot
+from streaming.camera_alerts import CameraAlerts
+from streaming.snapshot import (
+    EVIDENCE_MIN_SIDE, block_means, overlay, render_evidence_snapshot, render_snapshot,
+)
 
 DAY = 86400.0
 
@@ -257,3 +262,158 @@ def test_alert_tracker_to_event_with_snapshot_on_a_synthetic_clip(tmp_path):
     assert 4.0 <= ev.start_s <= 4.1 and 7.0 <= ev.end_s <= 7.1
     assert 40 <= ev.peak_frame < 70
     Image.open(io.BytesIO(store.get_snapshot(ev.id))).verify()
+
+
+# --- block-evidence snapshots ---------------------------------------------------------------------------------
+
+EVIDENCE = dict(block=16, score=0.8734, camera="door-1", when_s=1_700_000_000.0, threshold=0.99)
+
+
+def decode(data: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "JPEG"
+    return np.asarray(img.convert("RGB")).astype(int)
+
+
+@pytest.mark.parametrize("shape, block", [((128, 128), 16), ((64, 96), 8), ((6, 4), 2), ((5, 5), 1), ((4, 8), 4)])
+def test_block_means_equals_the_per_cell_mean(shape, block):
+    err = np.random.default_rng(0).random(shape).astype(np.float32)
+    ref = np.array(
+        [[err[r : r + block, c : c + block].mean() for c in range(0, shape[1], block)]
+         for r in range(0, shape[0], block)]
+    )
+    got = block_means(err, block)
+    assert got.shape == (shape[0] // block, shape[1] // block)
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("hw, k", [((128, 128), 3), ((64, 64), 6), ((256, 320), 2), ((384, 512), 1), ((96, 160), 4)])
+def test_evidence_snapshot_decodes_at_the_stated_size(hw, k):
+    h, w = hw
+    rng = np.random.default_rng(1)
+    data = render_evidence_snapshot(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.random(hw), **EVIDENCE)
+    assert data[:2] == b"\xff\xd8"
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    header = img.height - h * k
+    assert img.width == w * k and min(h, w) * k >= EVIDENCE_MIN_SIDE and 0 < header < 150
+    assert np.asarray(img)[:header].mean() < 80  # a dark band above the frame, not over it
+
+
+def test_evidence_snapshot_outlines_the_hot_block_where_it_is():
+    """One hot block (row 2, col 5) on a mid-grey frame: white core between dark edges on its border, heat inside,
+    the untouched frame outside."""
+    rgb = np.full((128, 128, 3), 128, np.uint8)
+    err = np.zeros((128, 128), np.float32)
+    err[32:48, 80:96] = 1.0
+    px = decode(render_evidence_snapshot(rgb, err, **EVIDENCE, quality=95))
+    k, cell = 3, 48
+    top = px.shape[0] - 128 * k
+    y0, x0 = top + 2 * cell, 5 * cell
+    mid_y, mid_x = y0 + cell // 2, x0 + cell // 2
+    for y, x in [(y0, mid_x), (y0 + cell - 1, mid_x), (mid_y, x0), (mid_y, x0 + cell - 1)]:
+        assert px[y, x].max() < 90, (y, x, px[y, x])  # outer dark edge on all four sides
+    for y, x in [(y0 + 2, mid_x), (y0 + cell - 3, mid_x), (mid_y, x0 + 2), (mid_y, x0 + cell - 3)]:
+        assert px[y, x].min() > 200, (y, x, px[y, x])  # white core
+    inside = px[mid_y, mid_x]
+    assert inside[0] > inside[2] + 40 and np.abs(inside - 128).max() > 30  # warm heat colour over the grey
+    for y, x in [(y0 - 3, mid_x), (mid_y, x0 - 3), (mid_y, x0 + cell + 2), (top + 5, 5), (px.shape[0] - 5, 5)]:
+        assert np.abs(px[y, x] - 128).max() < 12, (y, x, px[y, x])  # zero-error blocks: the frame as it was
+
+
+def test_evidence_snapshot_marks_the_worst_block_apart_from_the_runners_up():
+    rgb = np.full((64, 64, 3), 100, np.uint8)
+    err = np.zeros((64, 64), np.float32)
+    # four hot blocks, worst first; top_k=3 leaves the 0.4 block unmarked
+    err[0:16, 0:16], err[32:48, 32:48], err[48:64, 0:16], err[16:32, 48:64] = 1.0, 0.8, 0.6, 0.4
+    px = decode(render_evidence_snapshot(rgb, err, **EVIDENCE, quality=95))
+    cell = 16 * 6
+    top = px.shape[0] - 64 * 6
+
+    def core(r, c, d):  # pixel d in from the middle of the cell's top edge
+        return px[top + r * cell + d, c * cell + cell // 2]
+
+    assert core(0, 0, 2).min() > 200 and core(0, 0, 3).min() > 200  # worst: thick white core
+    for r, c in [(2, 2), (3, 0)]:
+        # runners-up: dark edge, a thin light-grey core, then the cell again
+        assert core(r, c, 0).max() < 90 and 150 < core(r, c, 1).min() < 235 and core(r, c, 3).min() < 200
+    assert core(1, 3, 1).max() < 150 and core(1, 3, 0).max() > 60  # fourth block: heat only, no outline
+
+
+def test_evidence_snapshot_header_shows_camera_time_score_and_never_a_url(monkeypatch):
+    assert not {"url", "source", "uri"} & set(inspect.signature(render_evidence_snapshot).parameters)
+    drawn: list[str] = []
+    real_text = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):  # every string the renderer draws
+        drawn.append(text)
+        return real_text(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    rgb, err = np.zeros((64, 64, 3), np.uint8), np.ones((64, 64))
+    data = render_evidence_snapshot(rgb, err, **EVIDENCE)
+    header = "\n".join(drawn)
+    for part in ["door-1", "2023-11-14T22:13:20Z", "score 0.873", "threshold 0.990", "row 0, col 0"]:
+        assert part in header
+    assert "://" not in header and "@" not in header
+    px = decode(data)
+    band = px[: px.shape[0] - 64 * 6]
+    assert (band > 200).any() and np.median(band) < 40  # light text on a dark band
+    drawn.clear()
+    render_evidence_snapshot(rgb, err, **{**EVIDENCE, "threshold": None, "camera": "x" * 63})
+    assert "x" * 63 in drawn[0] and "threshold" not in "\n".join(drawn)
+    with pytest.raises(ValueError, match="camera") as info:
+        render_evidence_snapshot(rgb, err, **{**EVIDENCE, "camera": "rtsp://admin:hunter2@10.0.0.5/live"})
+    assert "hunter2" not in str(info.value) and "10.0.0.5" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(rgb=np.zeros((64, 64), np.uint8)), r"rgb must be .*\(64, 64\)"),
+        (dict(rgb=np.zeros((64, 64, 3), np.float32)), "rgb must be .*float32"),
+        (dict(error_map=np.zeros((32, 32))), r"error_map must be .*\(64, 64\).*\(32, 32\)"),
+        (dict(error_map=np.zeros((1, 64, 64))), "error_map must be"),
+        (dict(error_map=np.zeros((64, 64), bool)), "error_map must hold real numbers, got dtype bool"),
+        (dict(block=12), r"block must divide .*\(64, 64\), got 12"),
+        (dict(block=0), "block must be an integer >= 1, got 0"),
+        (dict(block=16.0), "block must be an integer"),
+        (dict(score=float("nan")), "score must be a finite number"),
+        (dict(when_s=None), "when_s must be a finite number"),
+        (dict(when_s=1e20), "when_s must be epoch seconds"),
+        (dict(threshold=float("inf")), "threshold must be a finite number"),
+        (dict(camera=""), "camera must be a camera name"),
+        (dict(camera="a b"), "camera must be a camera name"),
+        (dict(top_k=-1), "top_k must be an integer >= 0"),
+        (dict(quality=0), r"quality must be an integer in \[1, 95\]"),
+    ],
+)
+def test_evidence_snapshot_rejects_bad_inputs_naming_the_argument(change, match):
+    args = dict(rgb=np.zeros((64, 64, 3), np.uint8), error_map=np.zeros((64, 64)), **EVIDENCE)
+    args.update(change)
+    rgb, err = args.pop("rgb"), args.pop("error_map")
+    with pytest.raises(ValueError, match=match):
+        render_evidence_snapshot(rgb, err, **args)
+
+
+def test_evidence_snapshot_tolerates_flat_and_non_finite_maps():
+    rgb = np.full((32, 32, 3), 90, np.uint8)
+    for err in [np.zeros((32, 32)), np.full((32, 32), np.nan), -np.ones((32, 32))]:
+        px = decode(render_evidence_snapshot(rgb, err, **{**EVIDENCE, "block": 8}, quality=95))
+        assert np.abs(px[-32 * 12 :] - 90).max() < 8  # nothing to show: the frame, no cells, no outline
+
+
+def test_camera_alerts_snapshot_uses_the_block_evidence_renderer():
+    cam = CameraAlerts("door-1", AlertTracker(threshold=0.5, min_duration_s=0.0, hysteresis=0.1, camera="door-1"))
+    assert cam.snapshot() is None and cam.block == 16
+    cam.tracker.update(1_700_000_000.0, 0.9, 7)
+    for hw, block in [((128, 128), 16), ((48, 80), 16), ((60, 60), 16), ((7, 7), 16)]:
+        rgb = np.full(hw + (3,), 128, np.uint8)
+        err = np.zeros(hw, np.float32)
+        err[:2, :2] = 1.0
+        cam.peak, cam.block = (rgb, err), block
+        img = Image.open(io.BytesIO(cam.snapshot()))
+        k = -(-EVIDENCE_MIN_SIDE // min(hw))
+        assert img.format == "JPEG" and img.width == hw[1] * k and img.height > hw[0] * k
+    cam.peak = (np.zeros((64, 64, 3), np.uint8), np.ones((32, 32), np.float32))  # a coarser map still renders
+    Image.open(io.BytesIO(cam.snapshot())).verify()

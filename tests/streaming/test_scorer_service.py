@@ -15,6 +15,7 @@ from PIL import Image
 
 from streaming.demo_bundle import demo_frames
 from streaming.scorer_service import ScorerService
+from streaming.snapshot import EVIDENCE_MIN_SIDE
 from tests.streaming.service_support import demo_bundle, wait_for
 
 FPS, T = 10.0, 16
@@ -57,8 +58,8 @@ def test_alert_opens_on_the_anomaly_only_and_events_survive_a_restart(bundle, tm
         assert ev["peak_frame"] in anomalous and ev["peak_score"] >= 0.99 and ev["status"] == "closed"
         jpeg = svc.get_snapshot(ev["id"])
         img = Image.open(io.BytesIO(jpeg))
-        side = svc.detector.size * -(-256 // svc.detector.size)  # enlarged to at least 256 px for viewing
-        assert img.format == "JPEG" and img.size == (side, side)
+        side = svc.detector.size * -(-EVIDENCE_MIN_SIDE // svc.detector.size)  # enlarged (nearest) for viewing
+        assert img.format == "JPEG" and img.width == side and img.height > side  # a header band above the frame
     svc.stop()
 
     again = ScorerService("cpu", "cpu", str(bundle), {"path": str(db)}, alerts)
