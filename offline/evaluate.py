@@ -1,7 +1,13 @@
-"""`vad eval`: frame-level micro/macro AUC of a bundle (or the frame-difference reference) on labelled clips.
+"""`vad eval`: frame-level micro/macro AUC of a bundle or a classical baseline on labelled clips, two protocols.
 
-Both normalisers (the paper's per-video min-max and our causal running one) are reported side by side, plus
-each component alone; a JSON report and PNG plots (ROC, per-clip scores with ground truth shaded) are written.
+- `stream` (the headline): exactly what a camera computes. Each clip is fed from its first frame, windows every
+  `scoring.hop` frames as the camera's ring buffer emits them, each frame scored once by the first window that
+  holds it (offline.scoring.stream), with the bundle's reductions and its calibrated causal normaliser. Frames at
+  a clip's end that no window reached yet are not scored (as on a camera) and are counted.
+- `paper`: every frame is the centre of its own window, per-video min-max (Rai et al.): for comparison with the
+  literature only; it needs the whole video, so no camera can compute it.
+
+A JSON report, the ROC of both protocols and per-clip score plots (ground truth shaded) are written.
 """
 from __future__ import annotations
 
@@ -19,17 +25,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from offline.config import ConfigError, load_config
-from offline.baselines import frame_difference
-from offline.scoring.frame_scorer import FrameScorer
 from offline.auc import macro_auc, micro_auc, per_clip_auc, pooled_roc
-from offline.plots import plot_clip_scores, plot_roc
-from offline.data.windows import flow_pair_index
+from offline.config import ConfigError, load_config
 from offline.data.pixels import to_model_range
-from offline.data.windows import plan_windows
+from offline.data.windows import flow_pair_index, plan_windows, window_starts
+from offline.plots import plot_clip_scores, plot_roc
+from offline.scoring.frame_scorer import FrameScorer
+from offline.scoring.stream import StreamScorer
 
 logger = logging.getLogger(__name__)
-NORMALISERS = ("minmax", "running")
+PROTOCOLS = ("stream", "paper")
+COMPONENTS = ("w1", "w2", "w3")
 
 
 def _frames_array(clip, size: int) -> np.ndarray:
@@ -46,8 +52,8 @@ def _frames_array(clip, size: int) -> np.ndarray:
 def clip_flow(detector, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Encoded flow of every consecutive pair of a clip, once: (3, N, H, W) frames -> (3, N - 1, H, W).
 
-    Overlapping windows (frame="center" scores one window per frame) then slice it instead of recomputing
-    TV-L1 for every window; each window gets exactly the pairs `window_flow` would compute.
+    Overlapping windows then slice it instead of recomputing TV-L1 for every window; each window gets exactly the
+    pairs `window_flow` would compute.
     """
     from offline.data.pixels import model_to_gray255
     from offline.flow import encode_flow
@@ -63,143 +69,221 @@ def window_of_flow(flow: torch.Tensor, start: int, window: int) -> torch.Tensor:
     return flow[:, torch.from_numpy(flow_pair_index(start, window))]
 
 
-def raw_components_detector(detector, frames: np.ndarray, stride: int, frame_mode: str, batch: int) -> dict[str, np.ndarray | None]:
-    """Per-frame raw components of one clip, (N, H, W, 3) uint8, through Detector.score on planned windows."""
-    starts, which, offset = plan_windows(len(frames), detector.window, stride, frame_mode)
-    x = to_model_range(frames)  # (N, H, W, 3) uint8 -> (3, N, H, W) in [-1, 1]
-    flow = clip_flow(detector, x) if detector.temporal is not None else None
-    per_window: list = []
+def _score_windows(detector, x: torch.Tensor, flow: torch.Tensor | None, starts, batch: int):
+    """Detector.score over windows starting at `starts`, in order: yields (start, window scores, index in batch)."""
     for i in range(0, len(starts), batch):
         chunk = starts[i : i + batch]
         windows = torch.stack([x[:, s : s + detector.window] for s in chunk])
         flows = None if flow is None else torch.stack([window_of_flow(flow, s, detector.window) for s in chunk])
-        per_window.append(detector.score(windows, flow=flows))
-    names = {"w1": "psnr", "w2": "flow_error", "w3": "disc_prob"}
-    out: dict[str, np.ndarray | None] = {}
-    for comp, field in names.items():
-        parts = [getattr(ws, field) for ws in per_window]
-        if parts[0] is None:
-            out[comp] = None
-            continue
-        allw = np.concatenate(parts)  # (W, T)
-        vals = allw[which, offset]
-        out[comp] = -vals if comp == "w1" else vals
+        ws = detector.score(windows, flow=flows)
+        for b, s in enumerate(chunk):
+            yield int(s), ws, b
+
+
+def _prepare(detector, frames: np.ndarray):
+    x = to_model_range(frames)  # (N, H, W, 3) uint8 -> (3, N, H, W) in [-1, 1]
+    return x, (clip_flow(detector, x) if detector.needs_flow else None)
+
+
+def stream_clip(detector, frames: np.ndarray, batch: int = 4, prepared=None) -> dict[str, np.ndarray]:
+    """The stream protocol on one clip: {"score": (N,), "w1".. (N,) normalised components}; NaN = not scored."""
+    x, flow = prepared or _prepare(detector, frames)
+    n, window = len(frames), detector.window
+    starts = window_starts(n, window, detector.config.scoring.hop, cover_end=False)
+    out: dict[str, np.ndarray] = {"score": np.full(n, np.nan)}
+    ss = StreamScorer(detector.frame_scorer())
+    for s, ws, b in _score_windows(detector, x, flow, starts, batch):
+        idx = np.arange(s, s + window)
+        mask, norm, _ = ss.push(idx, ws.raw(b))
+        for k, v in norm.items():
+            out.setdefault(k, np.full(n, np.nan))[idx[mask]] = v
     return out
 
 
-def evaluate(
-    clips,
-    scorer_name: str,
-    size: int,
-    weights,
-    detector=None,
-    stride: int = 16,
-    frame_mode: str = "all",
-    batch: int = 4,
-    running_params: dict | None = None,
-) -> dict:
-    """Score every clip, then normalise with both normalisers and compute AUCs. Returns the report dict."""
+def raw_components_detector(detector, frames: np.ndarray, stride: int, frame_mode: str, batch: int, prepared=None) -> dict[str, np.ndarray | None]:
+    """Per-frame raw components of one clip, (N, H, W, 3) uint8, through Detector.score on planned windows
+    (frame_mode "center": every frame the centre of its own window, the paper's protocol)."""
+    x, flow = prepared or _prepare(detector, frames)
+    starts, which, offset = plan_windows(len(frames), detector.window, stride, frame_mode)
+    per_window = [None] * len(starts)
+    pos = {int(s): i for i, s in enumerate(starts)}
+    for s, ws, b in _score_windows(detector, x, flow, starts, batch):
+        per_window[pos[s]] = ws.raw(b)
+    out: dict[str, np.ndarray | None] = {}
+    for comp in COMPONENTS:
+        if per_window[0][comp] is None:
+            out[comp] = None
+            continue
+        allw = np.stack([np.asarray(r[comp]) for r in per_window])  # (W, T)
+        out[comp] = allw[which, offset]
+    return out
+
+
+def paper_clip(detector, frames: np.ndarray, weights, batch: int = 4, prepared=None) -> dict[str, np.ndarray]:
+    """The paper protocol on one clip: centre frame of its own window, per-video min-max, the given etas."""
+    raw = raw_components_detector(detector, frames, detector.window, "center", batch, prepared)
+    return FrameScorer(weights, "minmax", detector.available).video(raw)
+
+
+def _summary(scores: dict[str, np.ndarray], comps: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray]) -> dict:
+    """AUCs over the scored (finite) frames of every clip."""
+    keep = {k: np.isfinite(v) for k, v in scores.items()}
+    sc = {k: v[keep[k]] for k, v in scores.items()}
+    lb = {k: labels[k][keep[k]] for k in scores}
+    return {
+        "micro_auc": micro_auc(sc, lb), "macro_auc": macro_auc(sc, lb), "per_clip_auc": per_clip_auc(sc, lb),
+        "scored_frames": int(sum(m.sum() for m in keep.values())),
+        "unscored_frames": int(sum((~m).sum() for m in keep.values())),
+        "components": {
+            c: {"micro_auc": micro_auc({k: v[keep[k]] for k, v in per.items()}, lb)} for c, per in comps.items() if per
+        },
+    }
+
+
+def evaluate(clips, detector, name: str, protocols=PROTOCOLS, paper_weights=None, batch: int = 4) -> dict:
+    """Score every clip under each protocol and compute AUCs; returns the report dict."""
     labels: dict[str, np.ndarray] = {}
-    raw: dict[str, dict[str, np.ndarray | None]] = {}
+    series: dict[str, dict[str, np.ndarray]] = {p: {} for p in protocols}
+    comps: dict[str, dict[str, dict[str, np.ndarray]]] = {p: {c: {} for c in COMPONENTS} for p in protocols}
+    weights = paper_weights or detector.config.scoring.weights
     t0 = time.perf_counter()
     n_frames = 0
-    for clip in tqdm(clips, desc=f"scoring ({scorer_name})", unit="clip"):
-        frames = _frames_array(clip, size)
+    for clip in tqdm(clips, desc=f"scoring ({name})", unit="clip"):
+        frames = _frames_array(clip, detector.size)
         n_frames += len(frames)
         labels[clip.id] = np.asarray(clip.labels, dtype=np.int64)
-        if detector is None:
-            raw[clip.id] = {"w1": frame_difference(frames), "w2": None, "w3": None}
-        else:
-            raw[clip.id] = raw_components_detector(detector, frames, stride, frame_mode, batch)
-    elapsed = time.perf_counter() - t0
-    available = tuple(raw[next(iter(raw))][c] is not None for c in ("w1", "w2", "w3"))
+        prepared = _prepare(detector, frames)
+        for p in protocols:
+            out = stream_clip(detector, frames, batch, prepared) if p == "stream" else paper_clip(detector, frames, weights, batch, prepared)
+            series[p][clip.id] = out["score"]
+            for c in COMPONENTS:
+                if c in out:
+                    comps[p][c][clip.id] = out[c]
+    s = detector.config.scoring
     report: dict = {
-        "scorer": scorer_name,
-        "clips": list(raw),
+        "scorer": name,
+        "clips": list(labels),
         "frames": n_frames,
         "anomalous_frames": int(sum(v.sum() for v in labels.values())),
-        "components_available": dict(zip(("w1", "w2", "w3"), available)),
-        "weights_requested": list(weights),
-        "scoring_seconds": round(elapsed, 2),
-        "results": {},
-        "series": {},
+        "components_available": dict(zip(COMPONENTS, detector.available)),
+        "scoring": {"hop": s.hop, "window": detector.window, "size": detector.size, "reduction_spatial": s.reduction_spatial,
+                    "reduction_temporal": s.reduction_temporal, "block": s.block, "normaliser": s.normaliser,
+                    "weights": list(s.weights), "paper_weights": list(weights)},
+        "scoring_seconds": round(time.perf_counter() - t0, 2),
+        "results": {p: _summary(series[p], comps[p], labels) for p in protocols},
+        "series": {p: {k: v.tolist() for k, v in series[p].items()} for p in protocols},
     }
-    for norm in NORMALISERS:
-        res: dict = {}
-        scores: dict[str, np.ndarray] = {}
-        comps: dict[str, dict[str, np.ndarray]] = {c: {} for c in ("w1", "w2", "w3")}
-        for clip_id, comp in raw.items():
-            scorer = FrameScorer(weights, norm, available, running=running_params)
-            out = scorer.video(comp)
-            scores[clip_id] = out["score"]
-            for c in comps:
-                if c in out:
-                    comps[c][clip_id] = out[c]
-            res["weights_effective"] = list(scorer.weights)
-        res["micro_auc"] = micro_auc(scores, labels)
-        res["macro_auc"] = macro_auc(scores, labels)
-        res["per_clip_auc"] = per_clip_auc(scores, labels)
-        res["components"] = {
-            c: {"micro_auc": micro_auc(v, labels), "macro_auc": macro_auc(v, labels)} for c, v in comps.items() if v
-        }
-        report["results"][norm] = res
-        report["series"][norm] = {k: v.tolist() for k, v in scores.items()}
     report["_labels"] = {k: v.tolist() for k, v in labels.items()}
     return report
 
 
 def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
-    """Write the report (JSON), per-clip scores and the ROC / score plots to `out_dir`; returns their paths."""
+    """Write the report (JSON) and the ROC / per-clip score plots to `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {k: np.asarray(v) for k, v in report.pop("_labels").items()}
-    series = {n: {k: np.asarray(v) for k, v in s.items()} for n, s in report["series"].items()}
+    series = {p: {k: np.asarray(v, dtype=np.float64) for k, v in s.items()} for p, s in report["series"].items()}
     curves = {}
-    for norm in NORMALISERS:
-        fpr, tpr = pooled_roc(series[norm], labels)
-        curves[f"{norm} normaliser"] = (fpr, tpr, report["results"][norm]["micro_auc"])
+    for p, per in series.items():
+        keep = {k: np.isfinite(v) for k, v in per.items()}
+        fpr, tpr = pooled_roc({k: v[keep[k]] for k, v in per.items()}, {k: labels[k][keep[k]] for k in per})
+        curves[f"{p} protocol"] = (fpr, tpr, report["results"][p]["micro_auc"])
     paths = {
         "roc": plot_roc(curves, out_dir / "roc.png", f"{report['scorer']}: pooled frame-level ROC"),
         "scores": plot_clip_scores(
-            {c: {n: series[n][c] for n in NORMALISERS} for c in report["clips"]},
-            labels,
-            out_dir / "scores.png",
+            {c: {p: series[p][c] for p in series} for c in report["clips"]}, labels, out_dir / "scores.png",
             f"{report['scorer']}: per-frame anomaly score",
         ),
     }
     report["plots"] = {k: str(v) for k, v in paths.items()}
-    report["series"] = {n: {k: [round(x, 5) for x in v] for k, v in s.items()} for n, s in report["series"].items()}
+    report["series"] = {p: {k: [None if not math.isfinite(x) else round(x, 5) for x in v] for k, v in s.items()}
+                        for p, s in report["series"].items()}
     paths["report"] = out_dir / "report.json"
     paths["report"].write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     return paths
 
 
+def calibrate_classical(detector, train_clips, holdout_fraction: float = 0.1, batch: int = 8):
+    """A baseline's calibration from the tail `holdout_fraction` of each normal training clip (what a bundle's
+    export uses), scored in non-overlapping windows; sets and returns detector.config.calibration."""
+    from offline.scoring.calibration import calibration_from_raw
+    from offline.training.data import holdout_split
+
+    per_clip = {}
+    for clip in tqdm(train_clips, desc="calibrating on normal footage", unit="clip"):
+        frames = _frames_array(clip, detector.size)
+        start = holdout_split(len(frames), holdout_fraction, detector.window)
+        tail = frames[start:]
+        if len(tail) < detector.window:
+            continue
+        x, flow = _prepare(detector, tail)
+        starts = window_starts(len(tail), detector.window, detector.window, cover_end=False)
+        parts = [ws.raw(b)["w1"] for _, ws, b in _score_windows(detector, x, flow, starts, batch)]
+        per_clip[clip.id] = {"w1": np.concatenate(parts), "w2": None, "w3": None}
+    if not per_clip:
+        raise ValueError("no training clip is long enough to calibrate the baseline on its held-out tail")
+    detector.config.calibration = calibration_from_raw(per_clip, detector.config.scoring, detector.available)
+    return detector.config.calibration
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`vad eval`'s arguments."""
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (data, scoring); defaults otherwise")
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (data; scoring.weights for the paper protocol)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="model bundle directory")
     src.add_argument("--random-bundle", action="store_true", help="freshly initialised AEs (exercises the chain)")
-    src.add_argument("--frame-difference", action="store_true", help="the classical frame-difference reference")
+    src.add_argument("--baseline", choices=["frame-difference", "flow-magnitude"], help="a classical motion detector")
+    src.add_argument("--frame-difference", action="store_true", help="same as --baseline frame-difference")
+    parser.add_argument("--protocol", choices=["stream", "paper", "both"], default="both",
+                        help="stream: what a camera computes (the headline); paper: centre frame, per-video min-max")
     parser.add_argument("--data", type=Path, help="dataset root (overrides data.root)")
     parser.add_argument("--clips", help="comma-separated test clip ids (default: all)")
-    parser.add_argument("--size", type=int, help="frame size for the frame-difference scorer / random bundle")
+    parser.add_argument("--size", type=int, help="frame size for a baseline / random bundle (default 128)")
+    parser.add_argument("--reduction", choices=["frame", "block_max"], default="block_max", help="baseline: per-frame reduction")
+    parser.add_argument("--block", type=int, default=16, help="baseline: block side in pixels (block_max)")
+    parser.add_argument("--hop", type=int, default=16, help="baseline: a window every HOP frames (a bundle uses its own)")
+    parser.add_argument("--flow-backend", choices=["auto", "torch", "opencv"], default="auto", help="flow-magnitude: TV-L1 backend")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory")
 
 
+def _build(args, cfg, dataset):
+    """(detector, name) for the arguments: a bundle, a random bundle, or a calibrated classical baseline."""
+    from offline.scoring.bundle import ScoringSpec, random_bundle
+    from offline.scoring.detector import Detector
+
+    baseline = "frame-difference" if args.frame_difference else args.baseline
+    if baseline is None and not (args.bundle or args.random_bundle):
+        baseline = "frame-difference"
+    size = args.size or 128
+    if baseline:
+        from offline.baselines import ClassicalDetector
+        from offline.config import FlowConfig
+
+        scoring = ScoringSpec(weights=(1.0, 0.0, 0.0), normaliser="calibrated", hop=args.hop,
+                              reduction_spatial=args.reduction, block=args.block)
+        flow = FlowConfig(clip=20.0, backend=args.flow_backend)
+        det = ClassicalDetector(baseline, size, cfg.data.window, scoring, flow=flow, device=args.device)
+        calibrate_classical(det, dataset.train, cfg.train.holdout_fraction)
+        return det, f"{baseline} ({args.reduction}{'' if args.reduction == 'frame' else f' {args.block}px'}, {size}px)"
+    if args.random_bundle:
+        path = random_bundle(Path(tempfile.mkdtemp(prefix="vad-random-bundle-")), size=args.size or 32, seed=cfg.train.seed)
+        return Detector.load(path, args.device), "random-init AEs"
+    return Detector.load(args.bundle, args.device), f"bundle {args.bundle.name}"
+
+
 def run(args: argparse.Namespace) -> int:
     """`vad eval`: score a labelled dataset, print the AUCs, write the outputs; exit status 2 on bad input."""
     from offline.data.readers import DataError, open_dataset
+    from offline.scoring.bundle import BundleError
 
     try:
         overrides = {"data.root": str(args.data)} if args.data else {}
         cfg = load_config(args.config, overrides)
+        dataset = open_dataset(cfg.data.root, cfg.data.layout)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    try:
-        dataset = open_dataset(cfg.data.root, cfg.data.layout)
     except (DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -214,47 +298,28 @@ def run(args: argparse.Namespace) -> int:
     if not clips:
         print(f"error: {cfg.data.root}: no labelled test clips", file=sys.stderr)
         return 2
-    detector = None
-    weights = cfg.scoring.weights
-    running = {"halflife": cfg.scoring.running_halflife, "warmup": cfg.scoring.running_warmup}
-    size = args.size or cfg.data.size
-    if args.frame_difference or not (args.bundle or args.random_bundle):
-        name, weights = "frame-difference", (1.0, 0.0, 0.0)
-    else:
-        from offline.scoring.bundle import BundleError, random_bundle
-        from offline.scoring.detector import Detector
-
-        try:
-            if args.random_bundle:
-                tmp = Path(tempfile.mkdtemp(prefix="vad-random-bundle-"))
-                path = random_bundle(tmp, size=size, seed=cfg.train.seed)
-                name = "random-init AEs"
-            else:
-                path, name = args.bundle, f"bundle {args.bundle.name}"
-            detector = Detector.load(path, args.device)
-        except BundleError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        size = detector.size
-        if not args.config:
-            weights = detector.config.scoring.weights
-    logger.info("evaluating %s on %d clips of %s at %dx%d", name, len(clips), cfg.data.root, size, size)
     try:
-        report = evaluate(
-            clips, name, size, weights, detector, cfg.scoring.window_stride, cfg.scoring.frame, args.batch, running
-        )
+        detector, name = _build(args, cfg, dataset)
+    except (BundleError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    paper_weights = cfg.scoring.weights if args.config else None
+    logger.info("evaluating %s on %d clips of %s (%s)", name, len(clips), cfg.data.root, ", ".join(protocols))
+    try:
+        report = evaluate(clips, detector, name, protocols, paper_weights, args.batch)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report["data_root"] = str(cfg.data.root)
-    report["size"] = size
     report["machine"] = f"{platform.node()} {platform.machine()} torch {torch.__version__} device {args.device}"
     paths = write_outputs(report, args.out)
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"  # noqa: E731
     print(f"{name} on {len(clips)} clips ({report['frames']} frames):")
-    for norm in NORMALISERS:
-        r = report["results"][norm]
-        fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"  # noqa: E731
+    for p in protocols:
+        r = report["results"][p]
         comps = ", ".join(f"{c} {fmt(v['micro_auc'])}" for c, v in r["components"].items())
-        print(f"  {norm:8s} micro-AUC {fmt(r['micro_auc'])}  macro-AUC {fmt(r['macro_auc'])}  (components: {comps})")
+        print(f"  {p:6s} micro-AUC {fmt(r['micro_auc'])}  macro-AUC {fmt(r['macro_auc'])}  "
+              f"({r['scored_frames']} frames scored, {r['unscored_frames']} not yet; components: {comps})")
     print(f"report: {paths['report']}  plots: {paths['roc']}, {paths['scores']}")
     return 0

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from offline.scoring.frame_scorer import FrameScorer
 from offline.data.pixels import to_model_range
+from offline.scoring.frame_scorer import FrameScorer
+from offline.scoring.stream import StreamScorer
 
 
 class WindowLike(Protocol):
@@ -129,7 +130,8 @@ def to_model_input(frames: Sequence[np.ndarray]) -> torch.Tensor:
 
 @dataclass
 class ScoredWindow:
-    """One camera's window after scoring: per-frame scores, warm-up flags and the raw evidence."""
+    """One camera's window after scoring, reduced to the frames it scored (all of a stream's first window, then the
+    newest `hop`: offline.scoring.stream): per-frame scores, warm-up flags and the raw evidence of those frames."""
 
     camera: str
     indices: np.ndarray  # (T,)
@@ -147,7 +149,7 @@ class BatchScorer:
 
     Args:
         detector: offline.detector.Detector (its `score` is the one scoring path).
-        make_frame_scorer: builds a fresh per-camera FrameScorer (running normaliser).
+        make_frame_scorer: builds a fresh per-camera FrameScorer (the bundle's normaliser and calibration).
         max_batch: windows per Detector call.
         return_maps: ask the Detector for per-frame error maps (needed for event snapshots).
     """
@@ -163,7 +165,7 @@ class BatchScorer:
         self.make_frame_scorer = make_frame_scorer
         self.max_batch = max_batch
         self.return_maps = return_maps
-        self._scorers: dict[str, FrameScorer] = {}
+        self._scorers: dict[str, StreamScorer] = {}
 
     def forget(self, camera: str) -> None:
         """Drop a camera's running statistics (removed camera, or a restart of its feed)."""
@@ -182,24 +184,24 @@ class BatchScorer:
         return out
 
     def score(self, windows: Sequence[WindowLike]) -> list[ScoredWindow]:
-        """Score a batch, then normalise each window with its camera's running FrameScorer (in arrival order)."""
+        """Score a batch, then each window's new frames with its camera's StreamScorer (in arrival order)."""
         results: list[ScoredWindow] = []
         now = time.time()
         for w, (raw, maps) in zip(windows, self.score_raw(windows)):
-            fs = self._scorers.get(w.camera)
-            if fs is None:
-                fs = self._scorers[w.camera] = self.make_frame_scorer()
-            norm, warm = fs.update(raw)
+            ss = self._scorers.get(w.camera)
+            if ss is None:
+                ss = self._scorers[w.camera] = StreamScorer(self.make_frame_scorer())
+            mask, norm, warm = ss.push(w.indices, raw)
             results.append(
                 ScoredWindow(
                     camera=w.camera,
-                    indices=np.asarray(w.indices),
-                    wall_s=np.asarray(w.wall_s, dtype=np.float64),
+                    indices=np.asarray(w.indices)[mask],
+                    wall_s=np.asarray(w.wall_s, dtype=np.float64)[mask],
                     score=np.asarray(norm["score"], dtype=np.float64),
                     warm=np.asarray(warm, dtype=bool),
-                    raw=raw,
-                    error_map=maps,
-                    frames=w.frames,
+                    raw={k: None if v is None else np.asarray(v)[mask] for k, v in raw.items()},
+                    error_map=None if maps is None else maps[mask],
+                    frames=w.frames[mask],
                     scored_wall_s=now,
                 )
             )
@@ -207,5 +209,5 @@ class BatchScorer:
 
 
 def frame_scorer_factory(detector: Any) -> Callable[[], FrameScorer]:
-    """Per-camera FrameScorers from the detector's bundle: its weights, running normaliser and calibration priors."""
-    return lambda: detector.frame_scorer("running")
+    """Per-camera FrameScorers from the detector's bundle: its weights, normaliser and calibration."""
+    return lambda: detector.frame_scorer()

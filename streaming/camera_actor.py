@@ -32,10 +32,13 @@ class CameraActor:
         camera: a CameraConfig (or its dict).
         scorer: the scorer actor handle that scores this camera's windows.
         size / window: the bundle's input size and window length (frames are resized to size x size).
+        hop: a window every `hop` frames (the bundle's scoring.hop); None = window (no overlap).
         max_inflight: windows allowed in flight to the scorer before new ones are dropped here.
     """
 
-    def __init__(self, camera: dict | CameraConfig, scorer: Any, size: int, window: int, max_inflight: int = 4):
+    def __init__(
+        self, camera: dict | CameraConfig, scorer: Any, size: int, window: int, max_inflight: int = 4, hop: int | None = None
+    ):
         self.cfg = camera if isinstance(camera, CameraConfig) else CameraConfig.model_validate(camera)
         self.name = self.cfg.name
         self.scorer = scorer
@@ -48,7 +51,7 @@ class CameraActor:
         self.started_s = time.time()
         self.metrics = VadMetrics()
         self._decode_hist = self.metrics.decode_latency.labels(self.name)
-        settings = IngestSettings.for_camera(self.cfg, size, window)
+        settings = IngestSettings.for_camera(self.cfg, size, window, hop)
         url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
         self.loop = IngestLoop(self.name, url, settings, on_window=self._on_window, on_state=self._on_state)
         self.loop.start()

@@ -231,7 +231,8 @@ class Fleet:
                 num_cpus=self.cfg.camera_num_cpus,
                 max_concurrency=4,
                 scheduling_strategy="SPREAD",
-            ).remote(cam.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows)
+            ).remote(cam.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows,
+                       self.model_input.get("hop"))
             self.cameras[cam.name] = cam
             self.camera_actors[cam.name] = actor
             self.camera_scorer[cam.name] = i

@@ -39,8 +39,9 @@ class IngestSettings:
     max_reconnects: int | None = None  # None: retry forever
 
     @classmethod
-    def for_camera(cls, camera: "CameraConfig", size: int, window: int) -> "IngestSettings":
-        """The settings of a configured camera feeding a bundle of input `size` and `window` frames (hop = window).
+    def for_camera(cls, camera: "CameraConfig", size: int, window: int, hop: int | None = None) -> "IngestSettings":
+        """The settings of a configured camera feeding a bundle of input `size`, `window` frames and windows every
+        `hop` frames (the bundle's scoring.hop; default: hop = window).
 
         The one mapping from camera config to ingest settings: camera actors, fault tests and benchmarks use it.
         """
@@ -49,7 +50,7 @@ class IngestSettings:
             fps=camera.fps,
             size=size,
             window=window,
-            hop=window,
+            hop=hop or window,
             open_timeout_s=camera.open_timeout_s,
             read_timeout_s=camera.read_timeout_s,
             backoff_initial_s=camera.backoff_initial_s,

@@ -260,11 +260,13 @@ class ScorerService:
             raise
         except (ValueError, OSError, RuntimeError) as exc:  # e.g. a discriminator without its CLIP model
             raise BundleError(f"{path}: cannot be loaded: {type(exc).__name__}: {exc}") from None
-        if (detector.size, detector.window) != (self.detector.size, self.detector.window):
+        new, old = (detector.size, detector.window, detector.config.scoring.hop), (
+            self.detector.size, self.detector.window, self.detector.config.scoring.hop)
+        if new != old:
             raise BundleError(
-                f"{path}: input {detector.window} frames x {detector.size}x{detector.size} differs from the running "
-                f"bundle's {self.detector.window} x {self.detector.size}x{self.detector.size}; cameras feed the running "
-                "input size, so change it with a restart, not a hot-swap"
+                f"{path}: input {detector.window} frames x {detector.size}x{detector.size} every {new[2]} frames differs "
+                f"from the running bundle's {self.detector.window} x {self.detector.size}x{self.detector.size} every "
+                f"{old[2]}; cameras feed the running input, so change it with a restart, not a hot-swap"
             )
         with self._swap_lock:
             self._staged = detector
@@ -290,8 +292,8 @@ class ScorerService:
             self._staged = None
 
     def model_input(self) -> dict[str, int]:
-        """Frame size and window length of the running bundle (what cameras must feed)."""
-        return {"size": self.detector.size, "window": self.detector.window}
+        """Frame size, window length and hop of the running bundle (what cameras must feed)."""
+        return {"size": self.detector.size, "window": self.detector.window, "hop": self.detector.config.scoring.hop}
 
     def metric_families(self) -> list:
         """This scorer's histograms (latency, batch size and duration) for the control plane's /metrics."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -58,13 +58,30 @@ class InputSpec(_Strict):
 
 
 class ScoringSpec(_Strict):
-    """How the bundle's evidence becomes a score: weights, normaliser and its parameters, frame mode."""
+    """How the bundle's evidence becomes a camera's score: windows and hop, reductions, weights, normaliser.
+
+    Everything that shapes a score lives here, so `vad eval --protocol stream` and the service compute the same
+    numbers: windows start every `hop` frames and each frame is scored once, by the first window that holds it;
+    each autoencoder's error map is reduced to one value per frame (`frame` mean, or `block_max`: the worst
+    `block`-pixel square); the `calibrated` normaliser maps the calibration footage's median to 0.5 and its
+    `calibration_quantile` to `threshold`, and adapts slowly (`adapt_halflife` frames) on frames scored below
+    `adapt_gate` only.
+    """
 
     weights: tuple[float, float, float] = (0.65, 0.25, 0.1)
-    normaliser: Literal["minmax", "running"] = "running"
+    normaliser: Literal["minmax", "running", "calibrated"] = "running"
     running_halflife: float = Field(600.0, gt=0)
     running_warmup: int = Field(32, ge=1)
     frame: Literal["all", "center"] = "all"
+    hop: int = Field(16, ge=1, le=64, description="a window every `hop` frames; each frame is scored once")
+    reduction_spatial: Literal["frame", "block_max"] = "frame"
+    reduction_temporal: Literal["frame", "block_max"] = "frame"
+    block: int = Field(16, ge=1, description="block side in pixels at the model's input size (block_max)")
+    threshold: float = Field(0.9, gt=0.5, lt=1, description="the score the calibration quantile maps to: the default alert threshold")
+    calibration_quantile: float = Field(0.99, gt=0.5, lt=1)
+    adapt_halflife: float = Field(3000.0, gt=0, description="frames for the calibrated location to move half-way to a new level")
+    adapt_gate: float = Field(0.75, gt=0, le=1, description="only frames scored below this teach the normaliser")
+    adapt_limit: float = Field(3.0, ge=0, description="the location never moves more than this many calibration scales")
 
     @field_validator("weights")
     @classmethod
@@ -73,9 +90,16 @@ class ScoringSpec(_Strict):
 
 
 class Calibration(_Strict):
-    """Statistics on held-out normal windows: raw component (mean, std) and aggregate score quantiles."""
+    """Statistics on held-out normal footage of the scene, the reference a camera starts from.
+
+    components: raw (mean, std) per component; robust: raw (median, 1.4826 MAD) per component (the calibrated
+    normaliser's location and scale); z_quantiles: quantiles of the weighted sum of robust z-scores; score_quantiles:
+    the final scores' quantiles on the same footage (a check: the median should be about 0.5).
+    """
 
     components: dict[str, tuple[float, float]] = {}
+    robust: dict[str, tuple[float, float]] = {}
+    z_quantiles: dict[str, float] = {}
     score_quantiles: dict[str, float] = {}
     frames: int = 0
 
@@ -104,6 +128,15 @@ class BundleConfig(_Strict):
         if v not in SUPPORTED_VERSIONS:
             raise ValueError(f"unsupported bundle version {v}; this build reads versions {list(SUPPORTED_VERSIONS)}")
         return v
+
+    @model_validator(mode="after")
+    def _fits_input(self) -> "BundleConfig":
+        s, i = self.scoring, self.input
+        if s.hop > i.window:
+            raise ValueError(f"scoring.hop ({s.hop}) must not exceed input.window ({i.window}): frames would go unscored")
+        if "block_max" in (s.reduction_spatial, s.reduction_temporal) and i.size % s.block:
+            raise ValueError(f"scoring.block ({s.block}) must divide input.size ({i.size})")
+        return self
 
 
 @dataclass

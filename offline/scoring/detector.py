@@ -15,15 +15,19 @@ import numpy as np
 import torch
 
 from offline.scoring.bundle import Bundle, load_bundle
-from offline.scoring.frame_scorer import FrameScorer
-from offline.scoring.evidence import frame_mse, frame_psnr
+from offline.scoring.evidence import error_map, mse_to_psnr, reduce_error
+from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class WindowScores:
-    """Per-frame evidence for a batch of windows; all arrays are numpy, (B, T) unless noted."""
+    """Per-frame evidence for a batch of windows; all arrays are numpy, (B, T) unless noted.
+
+    psnr is the PSNR (dB) of the spatial AE's error after the bundle's reduction (the whole frame, or its worst
+    block); flow_error the temporal AE's reduced flow error.
+    """
 
     psnr: np.ndarray
     flow_error: np.ndarray | None = None
@@ -108,23 +112,23 @@ class Detector:
         return self.config.input.window
 
     @property
+    def needs_flow(self) -> bool:
+        """Whether `score` wants encoded flow (the temporal AE's input; `vad eval` computes it once per clip)."""
+        return self.temporal is not None
+
+    @property
     def available(self) -> tuple[bool, bool, bool]:
         """Which of (w1, w2, w3) this bundle provides (spatial AE always; temporal AE, discriminator optional)."""
         return (True, self.temporal is not None, self.discriminator is not None)
 
     def frame_scorer(self, normaliser: str | None = None, weights=None) -> FrameScorer:
-        """A fresh per-video / per-camera scorer with the bundle's weights, normaliser and calibration priors."""
-        s = self.config.scoring
-        priors = None
-        if self.config.calibration is not None:
-            priors = dict(self.config.calibration.components)
-        return FrameScorer(
-            weights if weights is not None else s.weights,
-            normaliser or s.normaliser,
-            self.available,
-            running={"halflife": s.running_halflife, "warmup": s.running_warmup},
-            priors=priors,
-        )
+        """A fresh per-video / per-camera scorer: the bundle's weights, normaliser and calibration (the one factory,
+        `build_frame_scorer`; eval, export's calibration check and the service all come through here)."""
+        if (normaliser or self.config.scoring.normaliser) == "calibrated" and (
+            self.config.calibration is None or not self.config.calibration.robust
+        ):
+            logger.warning("%s: no calibrated statistics in the bundle: the running normaliser is used instead", self.bundle.path)
+        return build_frame_scorer(self.config.scoring, self.config.calibration, self.available, normaliser, weights)
 
     def _check(self, frames: torch.Tensor) -> None:
         if frames.dim() != 5 or frames.shape[1] != 3:
@@ -156,12 +160,13 @@ class Detector:
     def _score(self, frames: torch.Tensor, flow: torch.Tensor | None, return_maps: bool) -> WindowScores:
         x = frames.to(self.device, torch.float32, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        spec = self.config.scoring
         with autocast:
             recon = self.spatial(x).float()
-        psnr = frame_psnr(recon, x)
-        result = WindowScores(psnr=psnr.cpu().numpy())
+        emap = error_map(recon, x)
+        result = WindowScores(psnr=mse_to_psnr(reduce_error(emap, spec.reduction_spatial, spec.block)).cpu().numpy())
         if return_maps:
-            result.error_map = ((recon - x) ** 2).mean(dim=1).cpu().numpy()
+            result.error_map = emap.cpu().numpy()
         if self.temporal is not None:
             if flow is None:
                 from offline.flow import window_flow
@@ -170,7 +175,7 @@ class Detector:
             f = flow.to(self.device, torch.float32)
             with autocast:
                 frecon = self.temporal(f).float()
-            result.flow_error = frame_mse(frecon, f).cpu().numpy()
+            result.flow_error = reduce_error(error_map(frecon, f), spec.reduction_temporal, spec.block).cpu().numpy()
         if self.discriminator is not None:
             b, _, t = x.shape[:3]
             per_frame = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, *x.shape[3:])

@@ -27,6 +27,45 @@ def frame_psnr(recon: torch.Tensor, target: torch.Tensor, max_val: float = 2.0, 
     return 10.0 * torch.log10(max_val**2 / (frame_mse(recon, target) + eps))
 
 
+REDUCTIONS = ("frame", "block_max")
+
+
+def error_map(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) pair -> (B, T, H, W) squared error averaged over channels."""
+    if recon.shape != target.shape:
+        raise ValueError(f"recon and target shapes differ: {tuple(recon.shape)} vs {tuple(target.shape)}")
+    return ((recon.float() - target.float()) ** 2).mean(dim=1)
+
+
+def block_means(maps: torch.Tensor, block: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H // block, W // block): the mean of each square block (block must divide H and W)."""
+    h, w = maps.shape[-2:]
+    if block < 1 or h % block or w % block:
+        raise ValueError(f"block must be >= 1 and divide the map size {h}x{w}, got {block}")
+    lead = maps.shape[:-2]
+    pooled = torch.nn.functional.avg_pool2d(maps.reshape(-1, 1, h, w).float(), block, block)
+    return pooled.reshape(*lead, h // block, w // block)
+
+
+def reduce_error(maps: torch.Tensor, reduction: str, block: int = 16) -> torch.Tensor:
+    """(B, T, H, W) error maps -> (B, T) one value per frame.
+
+    "frame": the mean over the frame (the paper's MSE behind PSNR). "block_max": the mean inside each block of a
+    grid of `block`-pixel squares, then the worst block: a cyclist covering 1 % of the frame is not diluted by
+    the 99 % that is normal.
+    """
+    if reduction == "frame":
+        return maps.float().mean(dim=(-2, -1))
+    if reduction == "block_max":
+        return block_means(maps, block).flatten(-2).amax(dim=-1)
+    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def mse_to_psnr(mse: torch.Tensor, max_val: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
+    """PSNR in dB of a mean squared error; max_val 2 is the width of the [-1, 1] model range."""
+    return 10.0 * torch.log10(max_val**2 / (mse + eps))
+
+
 def aggregate(
     w1: np.ndarray, w2: np.ndarray | None, w3: np.ndarray | None, weights: Sequence[float]
 ) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Turning raw per-frame evidence into comparable scores: the paper's per-video min-max and a causal running one.
+"""Turning raw per-frame evidence into comparable scores: the paper's per-video min-max, a causal running one,
+and the calibrated one live cameras use (anchored on normal footage of the scene; `CalibratedNormaliser`).
 
 Both normalisers share `normalise(values) -> values` (a whole sequence). The running one also streams:
 `update(chunk) -> (normalised, warm)`; feeding a sequence in any chunking gives identical output, because
@@ -107,6 +108,104 @@ class RunningNormaliser:
     def state(self) -> dict:
         """The statistics now (count, mean, variance, weight), for status and tests."""
         return {"count": self.count, "mean": self.mean, "var": self.var, "weight": self.weight}
+
+
+def robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation) of the finite values: a location and scale that a few
+    unusual frames in the calibration footage do not move; the scale is floored to keep z-scores finite."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("robust_stats needs at least one finite value")
+    med = float(np.median(v))
+    scale = 1.4826 * float(np.median(np.abs(v - med)))
+    return med, max(scale, float(np.std(v)) * 0.1, 1e-6 * max(1.0, abs(med)))
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)) for p in (0, 1)."""
+    return math.log(p / (1.0 - p))
+
+
+class CalibratedNormaliser:
+    """A camera's score anchored on normal footage of its scene (the bundle's calibration), for live streams.
+
+    Each component is standardised with the calibration's robust location and scale, z_c = (x_c - loc_c) / scale_c;
+    the weighted sum z = sum eta_c z_c is mapped to score = sigmoid(k (z - z50)), where z50 is z's median on the
+    calibration footage and k puts that footage's `quantile` (e.g. 0.99) at `threshold` (e.g. 0.9). So on normal
+    footage of the scene the median score is 0.5 and about 1 % of frames reach the default threshold, from the very
+    first frame: no warm-up, nothing learned from what the camera shows first. A scene that drifts (light, season)
+    moves the locations slowly (half-life `halflife` frames), only with frames scored below `gate`, and never more
+    than `limit` calibration scales from where they started, so a long anomaly is never learned as normal.
+    """
+
+    causal = True
+
+    def __init__(
+        self,
+        robust: dict[str, tuple[float, float]],
+        weights: dict[str, float],
+        z50: float,
+        zq: float,
+        threshold: float = 0.9,
+        halflife: float = 3000.0,
+        gate: float = 0.75,
+        limit: float = 3.0,
+    ):
+        missing = sorted(k for k, w in weights.items() if w > 0 and k not in robust)
+        if missing:
+            raise ValueError(f"calibration has no robust statistics for component(s) {missing}")
+        if not 0.5 < threshold < 1:
+            raise ValueError(f"threshold must lie in (0.5, 1), got {threshold}")
+        if halflife <= 0:
+            raise ValueError(f"halflife must be > 0, got {halflife}")
+        self.names = [k for k, w in weights.items() if w > 0]
+        self.weights = {k: float(weights[k]) for k in self.names}
+        self.loc0 = {k: float(robust[k][0]) for k in self.names}
+        self.scale = {k: float(robust[k][1]) for k in self.names}
+        self.z50 = float(z50)
+        self.k = logit(threshold) / max(float(zq) - self.z50, 1e-6)
+        self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        self.gate, self.limit = gate, limit
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the calibration's locations."""
+        self.loc = dict(self.loc0)
+        self.count = 0
+
+    def z(self, comps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-component z-scores against the calibration's locations (no adaptation): the offline view."""
+        return {k: (np.asarray(comps[k], dtype=np.float64) - self.loc0[k]) / self.scale[k] for k in self.names}
+
+    def update(self, comps: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Score consecutive frames (each component (N,)); returns (scores (N,), per-component z (N,) each)."""
+        xs = {k: np.asarray(comps[k], dtype=np.float64).reshape(-1) for k in self.names}
+        n = len(next(iter(xs.values()))) if xs else 0
+        scores = np.empty(n)
+        zs = {k: np.empty(n) for k in self.names}
+        for i in range(n):
+            total, finite = 0.0, True
+            for k in self.names:
+                zk = (xs[k][i] - self.loc[k]) / self.scale[k]
+                zs[k][i] = zk
+                finite &= math.isfinite(zk)
+                total += self.weights[k] * zk
+            if not finite:
+                scores[i] = np.nan
+                continue
+            scores[i] = 1.0 / (1.0 + math.exp(-max(min(self.k * (total - self.z50), 50.0), -50.0)))
+            if scores[i] < self.gate:
+                for k in self.names:
+                    moved = self.loc[k] + self.alpha * (xs[k][i] - self.loc[k])
+                    bound = self.limit * self.scale[k]
+                    self.loc[k] = min(max(moved, self.loc0[k] - bound), self.loc0[k] + bound)
+            self.count += 1
+        return scores, zs
+
+    def state(self) -> dict:
+        """Where the locations are now, in calibration scales from where they started (for status and tests)."""
+        return {"count": self.count, "drift": {k: (self.loc[k] - self.loc0[k]) / self.scale[k] for k in self.names}}
 
 
 def make_normaliser(kind: str, **params) -> MinMaxNormaliser | RunningNormaliser:

@@ -26,7 +26,6 @@ from offline.models.discriminator import Discriminator
 from offline.scoring.weights import renormalise_weights
 
 logger = logging.getLogger(__name__)
-QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 
 
 def read_run(run_dir: str | Path) -> Config:
@@ -50,9 +49,9 @@ def load_run_autoencoder(run_dir: str | Path) -> tuple[Autoencoder, Config]:
 
 
 def calibrate(detector, windows, batch: int = 8) -> Calibration:
-    """Raw component (mean, std) and aggregate-score quantiles (running normaliser seeded with those priors)
-    on held-out normal windows; `windows` yields (frames (3, T, H, W), clip id) in stream order per clip."""
-    from offline.scoring.frame_scorer import FrameScorer
+    """The bundle's calibration from held-out normal windows scored by `detector` (the one scoring path);
+    `windows` yields (frames (3, T, H, W), clip id) in stream order per clip, windows not overlapping."""
+    from offline.scoring.calibration import calibration_from_raw
 
     per_clip: dict[str, list[dict[str, np.ndarray | None]]] = {}
     items = list(windows)
@@ -61,28 +60,19 @@ def calibrate(detector, windows, batch: int = 8) -> Calibration:
         ws = detector.score(torch.stack([x for x, _ in chunk]))
         for b, (_, cid) in enumerate(chunk):
             per_clip.setdefault(cid, []).append(ws.raw(b))
-    names = ("w1", "w2", "w3")
-    joined = {n: [r[n] for rs in per_clip.values() for r in rs if r[n] is not None] for n in names}
-    comps = {n: (float(np.mean(np.concatenate(v))), float(np.std(np.concatenate(v)))) for n, v in joined.items() if v}
-    scoring = detector.config.scoring
-    scores = []
-    for rs in per_clip.values():
-        scorer = FrameScorer(scoring.weights, "running", detector.available,
-                             running={"halflife": scoring.running_halflife, "warmup": scoring.running_warmup},
-                             priors={k: v for k, v in comps.items() if k != "w3"})
-        for r in rs:
-            out, _ = scorer.update(r)
-            scores.append(out["score"])
-    allscores = np.concatenate(scores) if scores else np.zeros(0)
-    quant = {str(q): float(np.quantile(allscores, q)) for q in QUANTILES} if allscores.size else {}
-    return Calibration(components=comps, score_quantiles=quant, frames=int(allscores.size))
+    joined = {
+        cid: {c: None if rs[0][c] is None else np.concatenate([r[c] for r in rs]) for c in ("w1", "w2", "w3")}
+        for cid, rs in per_clip.items()
+    }
+    return calibration_from_raw(joined, detector.config.scoring, detector.available)
 
 
 def export(
     spatial_run: Path, out: Path, temporal_run: Path | None = None, discriminator_run: Path | None = None,
-    device: str = "cpu", batch: int = 8, data=None,
+    device: str = "cpu", batch: int = 8, data=None, scoring: dict | None = None,
 ) -> Path:
-    """Write the bundle into `out`; `data` (decoded clips) may be passed to skip decoding again."""
+    """Write the bundle into `out`; `data` (decoded clips) may be passed to skip decoding again; `scoring` overrides
+    fields of the bundle's ScoringSpec (hop, reductions, block, threshold, ...; they shape scores, not training)."""
     from offline.scoring.detector import Detector
     from offline.training.ae_loop import build_windows
 
@@ -112,8 +102,10 @@ def export(
         logger.warning("discriminator %s", status)
     available = (True, temporal is not None, disc is not None)
     weights = renormalise_weights(cfg.scoring.weights, available)
-    scoring = ScoringSpec(weights=weights, normaliser="running", running_halflife=cfg.scoring.running_halflife,
-                          running_warmup=cfg.scoring.running_warmup, frame=cfg.scoring.frame)
+    scoring = ScoringSpec.model_validate({
+        "weights": weights, "normaliser": "calibrated", "running_halflife": cfg.scoring.running_halflife,
+        "running_warmup": cfg.scoring.running_warmup, "frame": cfg.scoring.frame, **(scoring or {}),
+    })
     notes = {
         "weights_requested": list(cfg.scoring.weights), "spatial_run": str(spatial_run),
         "temporal_run": str(temporal_run) if temporal_run else None,
@@ -145,12 +137,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=8, help="windows per forward pass during calibration")
+    parser.add_argument("--scoring", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a field of the bundle's scoring spec, e.g. --scoring hop=8 --scoring reduction_temporal=block_max")
 
 
 def run(args: argparse.Namespace) -> int:
     """`vad export`: write the bundle of the given runs and print its weights; exit status 2 on a bad run."""
     try:
-        path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch)
+        scoring = {}
+        for item in args.scoring:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--scoring {item!r}: expected KEY=VALUE, e.g. hop=8")
+            scoring[key.strip()] = yaml.safe_load(value)
+        path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch, scoring=scoring)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""`vad eval` end to end on real Ped2 test clips with the frame-difference reference."""
+"""`vad eval` end to end on real Ped2 test clips: classical baselines and bundles, stream and paper protocols."""
 import json
 
 import numpy as np
@@ -16,13 +16,17 @@ def test_eval_frame_difference_on_real_clips(ped2, tmp_path):
     report = json.loads((out / "report.json").read_text())
     labels = json.loads((ped2 / "labels.json").read_text())
     assert report["frames"] == labels["test"]["01"]["frames"] + labels["test"]["02"]["frames"]
-    for norm in ("minmax", "running"):
-        r = report["results"][norm]
+    for protocol in ("stream", "paper"):
+        r = report["results"][protocol]
         assert 0.0 < r["micro_auc"] < 1.0 and 0.0 < r["macro_auc"] < 1.0
         assert set(r["per_clip_auc"]) == {"01", "02"}
-        assert len(report["series"][norm]["01"]) == labels["test"]["01"]["frames"]
+        assert len(report["series"][protocol]["01"]) == labels["test"]["01"]["frames"]
+    # the stream protocol scores what a camera has seen: the last frames no hop reached yet stay unscored
+    stream = report["results"]["stream"]
+    assert stream["scored_frames"] + stream["unscored_frames"] == report["frames"] and stream["unscored_frames"] < 32
+    assert report["series"]["stream"]["01"][-1] is None and report["series"]["paper"]["01"][-1] is not None
     # frame difference is a weak but real signal on Ped2: better than chance on these clips
-    assert report["results"]["minmax"]["micro_auc"] > 0.6
+    assert stream["micro_auc"] > 0.6 and report["results"]["paper"]["micro_auc"] > 0.6
     for name in ("roc.png", "scores.png"):
         data = (out / name).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 5000
@@ -36,14 +40,15 @@ def test_eval_unknown_clip_is_a_clear_error(ped2, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_eval_random_bundle_runs_the_whole_chain(ped2, tmp_path):
-    """Freshly initialised spatial + temporal AEs through Detector, flow, both normalisers and the plots."""
+    """Freshly initialised spatial + temporal AEs through Detector, flow, both protocols and the plots."""
     out = tmp_path / "eval"
     rc = main(["eval", "--random-bundle", "--data", str(ped2), "--clips", "01", "--size", "32", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["components_available"] == {"w1": True, "w2": True, "w3": False}
-    r = report["results"]["minmax"]
+    r = report["results"]["paper"]
     assert set(r["components"]) == {"w1", "w2"}
-    assert r["weights_effective"] == pytest.approx([0.65 / 0.9, 0.25 / 0.9, 0.0])
-    assert all(0.0 <= v <= 1.0 for v in report["series"]["minmax"]["01"])
+    assert report["scoring"]["paper_weights"] == pytest.approx([0.65, 0.25, 0.1])
+    assert all(0.0 <= v <= 1.0 for v in report["series"]["paper"]["01"])
+    assert all(v is None or 0.0 < v < 1.0 for v in report["series"]["stream"]["01"])
     assert (out / "roc.png").read_bytes()[:8] == PNG_MAGIC
