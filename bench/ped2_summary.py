@@ -1,39 +1,77 @@
-"""Print the Ped2 table rows (markdown) from `vad eval` reports: python bench/ped2_summary.py runs/ped2 [eval-subdir]."""
+"""The Ped2 table from `vad eval` reports: Markdown rows and bench/results/ped2.json (AUCs in percent).
+
+    python bench/ped2_summary.py runs/ped2-table [--json bench/results/ped2.json]
+
+Every `ROOT/<row>/report.json` is a row; an optional `ROOT/<row>/row.json` adds what the report cannot know:
+{"kind": "model" | "classical", "label", "schedule", "train_minutes", "command"}. Rows are sorted by stream-protocol
+micro-AUC; the best classical row is marked, so nobody mistakes a motion detector's score for a model's.
+"""
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-ROWS = [
-    ("ae", "AE, no PAs (spatial AE alone)"),
-    ("spatial-pa", "+ spatial PAs (ours: object masks, Telea fallback inpainter)"),
-    ("full", "+ temporal AE with flow mix-up PAs, aggregate (0.65, 0.25) / 0.9, D off"),
-    ("ae-temporal", "AE without PAs + temporal AE with flow mix-up, aggregate, D off"),
-    ("ae-temporal-nopa", "AE + temporal AE, both without PAs, aggregate"),
-    ("skip-frame", "LNTRA skip-frame (p 0.2, strides 2-5)"),
-    ("patch", "LNTRA patch (p 0.2, procedural intruders)"),
-    ("learned-noise", "learned-noise PAs (p 0.5, lambda 0.1)"),
-    ("gaussian", "Gaussian-noise PAs (sigma 0.5, p 0.5)"),
-]
+
+def pct(v):
+    """A fraction as a percentage with 2 decimals (None stays None)."""
+    return None if v is None or v != v else round(100 * v, 2)
 
 
-def pct(v) -> str:
-    return "n/a" if v is None or v != v else f"{100 * v:.2f}"
+def collect(root: Path) -> dict:
+    """{row: entry in the bench/results/ped2.json schema} for every report under root."""
+    rows = {}
+    for report in sorted(root.glob("*/report.json")):
+        r = json.loads(report.read_text())
+        meta_path = report.parent / "row.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        kind = meta.get("kind", "classical" if r["scorer"].split(" ")[0] in ("frame-difference", "flow-magnitude") else "model")
+        res = r["results"]
+        rows[report.parent.name] = {
+            "label": meta.get("label", r["scorer"]),
+            "kind": kind,
+            "protocol": {p: {"micro_auc": pct(v["micro_auc"]), "macro_auc": pct(v["macro_auc"])} for p, v in res.items()},
+            "components_stream_micro_auc": {c: pct(v["micro_auc"]) for c, v in res.get("stream", {}).get("components", {}).items()},
+            "scoring": r.get("scoring"),
+            "schedule": meta.get("schedule"),
+            "train_minutes": meta.get("train_minutes"),
+            "ms_per_frame": res.get("stream", {}).get("ms_per_frame"),
+            "threads": res.get("stream", {}).get("threads"),
+            "command": meta.get("command"),
+        }
+    return rows
 
 
-def main(root: str, sub: str = "eval") -> None:
-    print("| row | micro-AUC min-max | macro-AUC min-max | micro-AUC running | macro-AUC running | w1 / w2 alone (min-max micro) |")
-    print("|---|---|---|---|---|---|")
-    for name, label in ROWS:
-        path = Path(root) / sub / name / "report.json"
-        if not path.is_file():
-            continue
-        r = json.loads(path.read_text())["results"]
-        comps = " / ".join(pct(v["micro_auc"]) for v in r["minmax"]["components"].values())
-        print(f"| {label} | {pct(r['minmax']['micro_auc'])} | {pct(r['minmax']['macro_auc'])} | "
-              f"{pct(r['running']['micro_auc'])} | {pct(r['running']['macro_auc'])} | {comps} |")
+def table(rows: dict) -> str:
+    """Markdown table, best stream micro-AUC first; the best classical row is marked."""
+    get = lambda e, p, k: e["protocol"].get(p, {}).get(k)  # noqa: E731
+    classical = [n for n, e in rows.items() if e["kind"] == "classical" and get(e, "stream", "micro_auc") is not None]
+    best = max(classical, key=lambda n: get(rows[n], "stream", "micro_auc"), default=None)
+    out = ["| row | kind | stream micro | stream macro | paper micro | paper macro | ms / frame | schedule, train min |",
+           "|---|---|---|---|---|---|---|---|"]
+    order = sorted(rows, key=lambda n: -(get(rows[n], "stream", "micro_auc") or -1))
+    for n in order:
+        e = rows[n]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        mark = " **(best classical)**" if n == best else ""
+        out.append(f"| {e['label']}{mark} | {e['kind']} | {fmt(get(e, 'stream', 'micro_auc'))} | {fmt(get(e, 'stream', 'macro_auc'))} | "
+                   f"{fmt(get(e, 'paper', 'micro_auc'))} | {fmt(get(e, 'paper', 'macro_auc'))} | {fmt(e['ms_per_frame'])} | "
+                   f"{e['schedule'] or '-'}, {e['train_minutes'] if e['train_minutes'] is not None else '-'} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path, help="folder of eval output folders (one per row)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here (bench/results/ped2.json)")
+    args = ap.parse_args(argv)
+    rows = collect(args.root)
+    print(table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    raise SystemExit(main())

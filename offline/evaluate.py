@@ -148,13 +148,18 @@ def evaluate(clips, detector, name: str, protocols=PROTOCOLS, paper_weights=None
     weights = paper_weights or detector.config.scoring.weights
     t0 = time.perf_counter()
     n_frames = 0
+    seconds = {p: 0.0 for p in protocols}  # per protocol, flow included (decoding not)
     for clip in tqdm(clips, desc=f"scoring ({name})", unit="clip"):
         frames = _frames_array(clip, detector.size)
         n_frames += len(frames)
         labels[clip.id] = np.asarray(clip.labels, dtype=np.int64)
+        t_prep = time.perf_counter()
         prepared = _prepare(detector, frames)
+        t_prep = time.perf_counter() - t_prep
         for p in protocols:
+            t_p = time.perf_counter()
             out = stream_clip(detector, frames, batch, prepared) if p == "stream" else paper_clip(detector, frames, weights, batch, prepared)
+            seconds[p] += time.perf_counter() - t_p + t_prep
             series[p][clip.id] = out["score"]
             for c in COMPONENTS:
                 if c in out:
@@ -170,7 +175,8 @@ def evaluate(clips, detector, name: str, protocols=PROTOCOLS, paper_weights=None
                     "reduction_temporal": s.reduction_temporal, "block": s.block, "normaliser": s.normaliser,
                     "weights": list(s.weights), "paper_weights": list(weights)},
         "scoring_seconds": round(time.perf_counter() - t0, 2),
-        "results": {p: _summary(series[p], comps[p], labels) for p in protocols},
+        "results": {p: {**_summary(series[p], comps[p], labels), "ms_per_frame": round(1000 * seconds[p] / max(n_frames, 1), 2),
+                        "threads": torch.get_num_threads()} for p in protocols},
         "series": {p: {k: v.tolist() for k, v in series[p].items()} for p in protocols},
     }
     report["_labels"] = {k: v.tolist() for k, v in labels.items()}

@@ -24,8 +24,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 class AlertConfig(Strict):
     """When a camera's normalised score opens and closes an alert (defaults for every camera)."""
 
-    threshold: float = Field(
-        0.99, ge=0, le=1, description="normalised score in (0, 1) (0.5 = typical; 0.99 = 4.6 std above) that counts as anomalous"
+    threshold: float | None = Field(
+        None, ge=0, le=1,
+        description="score in (0, 1) that counts as anomalous; None: the bundle's scoring.threshold (0.9 by default), "
+        "the score of the 99th percentile of the scene's normal calibration footage (0.5 = its median)",
     )
     min_duration_s: float = Field(0.5, ge=0, le=600, description="the score must stay above the threshold this long")
     hysteresis: float = Field(0.1, ge=0, lt=1, description="an alert closes when the score falls below threshold - hysteresis")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from offline.models.autoencoder import Autoencoder
-from offline.scoring.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
+from offline.scoring.bundle import InputSpec, ScoringSpec, save_bundle
+from offline.scoring.calibration import calibration_from_raw
 from offline.data.decode import resize
 from offline.scoring.evidence import frame_psnr
 from streaming.demo_feed import DemoFeed
@@ -138,19 +139,18 @@ def build_demo_bundle(
         model.eval()
 
         held = _psnr(model, np.stack([frames[s : s + window] for s in hold]))
-        w1 = -held.reshape(-1)
-        calibration = Calibration(components={"w1": (float(w1.mean()), float(w1.std()))}, frames=int(w1.size))
+        scoring = ScoringSpec(weights=(1.0, 0.0, 0.0), normaliser="calibrated", running_halflife=600.0, running_warmup=16)
+        calibration = calibration_from_raw({"demo": {"w1": -held.reshape(-1), "w2": None, "w3": None}}, scoring, (True, False, False))
         # A later stretch with three vehicle crossings measures the bundle (not used for anything else).
         test, test_labels = demo_frames(60.0, fps, size, seed=0, start_s=train_seconds)
         n = len(test) // window * window
         test_psnr = _psnr(model, test[:n].reshape(-1, window, *test.shape[1:])).reshape(-1)
         auc = frame_auc(-test_psnr, test_labels[:n])
-        spatial_only = (1.0, 0.0, 0.0)
         out = save_bundle(
             path,
             model,
             input_spec=InputSpec(size=size, window=window),
-            scoring=ScoringSpec(weights=spatial_only, normaliser="running", running_halflife=600.0, running_warmup=16),
+            scoring=scoring,
             calibration=calibration,
             discriminator_status="off: demo bundle (spatial AE only)",
             notes={

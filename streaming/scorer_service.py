@@ -103,7 +103,7 @@ class ScorerService:
             self._alert_settings[camera] = settings
             cam = self._cams.get(camera)
             if cam is not None:
-                cam.apply(settings)
+                cam.apply(self._resolved(settings))
 
     def remove_camera(self, camera: str) -> None:
         """Forget a camera: close its open alert (reason "removed"), its queue and its normaliser."""
@@ -119,11 +119,18 @@ class ScorerService:
             if cam is not None:
                 cam.close(self.store, "removed")
 
+    def _resolved(self, settings: AlertConfig) -> AlertConfig:
+        """Alert settings with the threshold filled in from the running bundle when the config leaves it to it."""
+        if settings.threshold is not None:
+            return settings
+        return settings.model_copy(update={"threshold": self.detector.config.scoring.threshold})
+
     def _camera(self, name: str) -> CameraAlerts:
         cam = self._cams.get(name)
         if cam is None:
             a = self._alert_settings.get(name, self.alert_defaults)
-            cam = self._cams[name] = CameraAlerts.start(name, a, self.store)
+            cam = self._cams[name] = CameraAlerts.start(name, self._resolved(a), self.store)
+            cam.block = self.detector.config.scoring.block
         return cam
 
     # ------------------------------------------------------------------------------------------- intake
@@ -281,6 +288,9 @@ class ScorerService:
             scorer = BatchScorer(staged, frame_scorer_factory(staged), max_batch=self.max_batch)
             with self._lock:  # no camera update runs between the two assignments
                 self.detector, self.scorer = staged, scorer
+                for name, cam in self._cams.items():  # a threshold left to the bundle follows the new bundle
+                    cam.apply(self._resolved(self._alert_settings.get(name, self.alert_defaults)))
+                    cam.block = staged.config.scoring.block
             self._staged = None
             self.bundle_swaps += 1
         logger.warning("scorer %s: now scoring with bundle %s (%s)", self.name, staged.bundle.path, sha256)

@@ -28,6 +28,19 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+# Named schedules: what a person picks instead of ten fields (a schedule overrides the --config file; --set overrides both).
+# cpu: what fits about an hour of this project's 2-core CPU machine for both AEs, flow included (bench/RESULTS.md);
+# paper: Rai et al.'s 256x256 schedule, for a GPU; tiny: seconds, for tests and the demo.
+SCHEDULES: dict[str, dict] = {
+    "cpu": {"data.size": 128, "data.train_stride": 4, "train.epochs": 12, "train.batch_size": 8, "train.lr": 1e-3,
+            "model.channels": [48, 64, 128], "flow.clip": 5.0},
+    "paper": {"data.size": 256, "data.train_stride": 1, "train.epochs": 25, "train.batch_size": 24, "train.lr": 1e-4,
+              "model.channels": [96, 128, 256], "flow.clip": 10.0},
+    "tiny": {"data.size": 32, "data.train_stride": 8, "train.epochs": 2, "train.batch_size": 4, "train.lr": 1e-3,
+             "model.channels": [8, 16, 32], "flow.clip": 2.5},
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`vad train`'s arguments."""
     parser.add_argument("--config", type=Path, default=None, help="YAML config (sections data, flow, pa, model, train)")
@@ -36,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run directory (overrides train.out_dir)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config field, e.g. --set pa.spatial=patch --set data.size=64 (repeatable)")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), help="a named schedule (cpu, paper, tiny); --set wins over it")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same step, optimiser state)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs and JSONL only)")
 
@@ -43,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`vad train`: validate the config, run the chosen loop; 0 done, 130 stopped (resumable), 2 bad config."""
     try:
-        overrides = parse_overrides(args.overrides)
+        overrides = {**SCHEDULES.get(getattr(args, "schedule", None) or "", {}), **parse_overrides(args.overrides)}
         if args.target:
             overrides["train.target"] = args.target
         if args.data:

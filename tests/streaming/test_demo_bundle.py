@@ -20,8 +20,11 @@ def test_demo_bundle_is_reproducible_and_loads(tmp_path, capsys):
     assert cfg_a["weights_sha256"] == cfg_b["weights_sha256"]  # same seed -> same weights
     assert cfg_a["calibration"] == cfg_b["calibration"]
     bundle = load_bundle(a)
-    assert bundle.temporal is None and bundle.config.input.size == 32 and bundle.config.scoring.normaliser == "running"
+    assert bundle.temporal is None and bundle.config.input.size == 32 and bundle.config.scoring.normaliser == "calibrated"
     assert bundle.config.calibration.components["w1"][1] > 0
+    # calibrated: on its held-out normal footage the median score is 0.5 and the 0.99 quantile sits at the threshold
+    q = bundle.config.calibration.score_quantiles
+    assert abs(q["0.5"] - 0.5) < 0.02 and abs(q["0.99"] - bundle.config.scoring.threshold) < 0.03, q
     det = Detector(bundle)
     assert det.available == (True, False, False)
     assert vad_main(["demo-bundle", "--out", str(a)]) == 0  # exists: not rebuilt
