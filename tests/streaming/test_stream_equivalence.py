@@ -1,0 +1,111 @@
+"""The service and `vad eval --protocol stream` compute the same numbers (issue: one path from bundle to scores).
+
+A real Ped2 test clip goes through the camera path (streaming.ingest.IngestLoop on the file -> ring buffer windows ->
+streaming.batching.BatchScorer) and through offline.evaluate.stream_clip on frames decoded by read_frames: the same
+frames get scored, and every one of them gets the identical score.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from offline.data.pixels import to_model_range
+from offline.data.readers import open_dataset, read_frames
+from offline.data.windows import window_starts
+from offline.evaluate import stream_clip
+from offline.scoring.bundle import ScoringSpec, load_bundle, random_bundle, save_bundle
+from offline.scoring.detector import Detector
+from offline.training.export import calibrate
+from streaming.batching import BatchScorer, frame_scorer_factory
+from streaming.ingest import IngestLoop, IngestSettings
+
+T = 16
+CLIP = "09"  # 120 frames: hop 16 scores frames 0-111 by the clip's end, hop 8 all 120
+SCORED = {16: 112, 8: 120}
+
+
+def clip_of(ped2: Path, cid: str, part: str = "test"):
+    dataset = open_dataset(ped2)
+    return next(c for c in getattr(dataset, part) if c.id == cid)
+
+
+def calibrated_bundle(path: Path, ped2: Path, size: int, hop: int, temporal: bool) -> Path:
+    """A small random bundle with calibrated scoring, calibrated (as `vad export` does) on non-overlapping windows
+    of two Ped2 training clips."""
+    # a fast, open adaptation so the camera's state changes from window to window and must carry over exactly
+    scoring = ScoringSpec(normaliser="calibrated", hop=hop, reduction_spatial="block_max", reduction_temporal="block_max",
+                          block=8, adapt_halflife=50.0, adapt_gate=1.0)
+    random_bundle(path, size=size, temporal=temporal, channels=(8, 16, 32), seed=hop, scoring=scoring)
+    det = Detector.load(path)
+    windows = []
+    for cid in ("01", "02"):
+        frames = np.stack(list(read_frames(clip_of(ped2, cid, "train"), size=size)))[: 3 * T]
+        x = to_model_range(frames)  # (3, N, H, W)
+        windows += [(x[:, s : s + T], cid) for s in window_starts(len(frames), T, T, cover_end=False)]
+    cal = calibrate(det, windows)
+    assert cal.robust and "0.99" in cal.z_quantiles
+    b = load_bundle(path)
+    save_bundle(path, b.spatial, b.temporal, input_spec=b.config.input, flow=b.config.flow, scoring=b.config.scoring,
+                calibration=cal)
+    return path
+
+
+def ingest_windows(clip_path: Path, size: int, hop: int) -> list:
+    """Every window the camera path emits for a file, in order (a non-looped file: run() returns at its end)."""
+    windows = []
+    settings = IngestSettings(fps=None, size=size, window=T, hop=hop, realtime_files=False, loop_files=False)
+    loop = IngestLoop("ped2", str(clip_path), settings, on_window=lambda w: windows.append(w) or True)
+    loop.run()
+    stats = loop.stats()
+    assert stats["state"] == "stopped" and stats["windows_dropped"] == 0, stats
+    return windows
+
+
+def service_scores(detector, windows, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices scored, in order; per-frame scores (n,), NaN where not scored) from the service's scorer."""
+    scorer = BatchScorer(detector, frame_scorer_factory(detector), max_batch=16, return_maps=False)
+    scored = scorer.score(windows)
+    idx = np.concatenate([s.indices for s in scored])
+    moved = scorer._scorers["ped2"].frame_scorer._calibrated.state()["drift"]
+    assert any(abs(d) > 0.01 for d in moved.values()), moved  # the state evolved along the clip
+    out = np.full(n, np.nan)
+    out[idx] = np.concatenate([s.score for s in scored])
+    return idx, out
+
+
+def assert_equivalent(detector, ped2: Path, size: int, hop: int) -> None:
+    clip = clip_of(ped2, CLIP)
+    windows = ingest_windows(clip.path, size, hop)
+    frames = np.stack(list(read_frames(clip, size=size)))
+    assert len(windows) == len(window_starts(len(frames), T, hop, cover_end=False))
+    idx, live = service_scores(detector, windows, len(frames))
+    offline = stream_clip(detector, frames)["score"]
+    # the same frames scored: each once, in order, the hop deciding how far the clip's tail is reached
+    np.testing.assert_array_equal(idx, np.arange(SCORED[hop]))
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(offline)), idx)
+    # the identical score for each of them
+    np.testing.assert_array_equal(live[idx], offline[idx])
+    # a calibrated, non-trivial score (not all equal, inside (0, 1))
+    assert 0 < live[idx].min() < live[idx].max() < 1
+
+
+@pytest.mark.parametrize("hop", [16, 8])
+def test_camera_path_and_eval_stream_protocol_give_identical_scores(ped2, tmp_path, hop):
+    path = calibrated_bundle(tmp_path / "bundle", ped2, size=32, hop=hop, temporal=False)
+    detector = Detector.load(path)
+    assert detector.frame_scorer().kind == "calibrated"
+    assert detector.config.scoring.hop == hop
+    assert_equivalent(detector, ped2, 32, hop)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hop", [16, 8])
+def test_camera_path_and_eval_stream_protocol_agree_with_a_temporal_ae(ped2, tmp_path, hop):
+    """With the flow AE: the service computes TV-L1 per window, eval once per clip and slices it; OpenCV's TV-L1
+    on the CPU is deterministic per pair, so the scores are still identical."""
+    path = calibrated_bundle(tmp_path / "bundle", ped2, size=32, hop=hop, temporal=True)
+    detector = Detector.load(path, flow_backend="opencv")
+    assert detector.available[1] and detector.frame_scorer().kind == "calibrated"
+    assert_equivalent(detector, ped2, 32, hop)
