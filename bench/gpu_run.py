@@ -269,23 +269,27 @@ def unpack_bundle(packed: Path, out: Path) -> Path:
     return out
 
 
-def eval_protocols(bundle: Path, data: Path, out: Path, device: str, clips: str | None, batch: int) -> dict:
-    """`vad eval` as the CLI runs it: paper protocol (centre frame, bench/ped2_eval.yaml) and the service's windows."""
+def eval_protocols(bundle: Path, data: Path, out: Path, device: str, clips: str | None, batch: int, size: int = 128) -> dict:
+    """`vad eval` as the CLI runs it, both protocols (stream: what a camera computes; paper: centre frame, per-video
+    min-max with the Ped2 etas of bench/ped2_eval.yaml), and the classical floor under the same protocols."""
     from offline.cli import main as vad
 
+    pick = lambda rep: {p: {k: r.get(k) for k in ("micro_auc", "macro_auc", "components")}  # noqa: E731
+                        for p, r in rep.get("results", {}).items()}
+    runs = {"model": ["--bundle", str(bundle), "--config", str(REPO / "bench" / "ped2_eval.yaml"), "--device", device],
+            "flow_magnitude": ["--baseline", "flow-magnitude", "--size", str(size), "--device", device,
+                               "--flow-backend", "torch" if device == "cuda" else "opencv"],
+            "frame_difference": ["--baseline", "frame-difference", "--size", str(size)]}
     result = {}
-    for name, extra in (("paper", ["--config", str(REPO / "bench" / "ped2_eval.yaml")]), ("service_windows", [])):
-        argv = ["eval", "--bundle", str(bundle), "--data", str(data), "--device", device, "--batch", str(batch),
-                "--out", str(out / name), *extra] + (["--clips", clips] if clips else [])
-        rc = vad(argv)
-        rep = json.loads((out / name / "report.json").read_text()) if rc == 0 else {}
-        result[name] = {"rc": rc, **{norm: {k: r.get(k) for k in ("micro_auc", "macro_auc", "components")}
-                                     for norm, r in rep.get("results", {}).items()}}
-    argv = ["eval", "--frame-difference", "--data", str(data), "--out", str(out / "frame-difference")] + (
-        ["--clips", clips] if clips else [])
-    rc = vad(argv)
-    rep = json.loads((out / "frame-difference" / "report.json").read_text()) if rc == 0 else {}
-    result["frame_difference"] = {norm: {k: r.get(k) for k in ("micro_auc", "macro_auc")} for norm, r in rep.get("results", {}).items()}
+    for name, extra in runs.items():
+        argv = ["eval", *extra, "--data", str(data), "--batch", str(batch), "--out", str(out / name)] + (
+            ["--clips", clips] if clips else [])
+        try:
+            rc = vad(argv)
+        except Exception as exc:  # a baseline's failure must not cost the model's figures
+            result[name] = {"rc": -1, "error": repr(exc)}
+            continue
+        result[name] = {"rc": rc, **pick(json.loads((out / name / "report.json").read_text()) if rc == 0 else {})}
     return result
 
 
@@ -373,7 +377,7 @@ def step_train(args) -> dict:
     res["export_s"] = round(time.perf_counter() - t_start - sum(res[t]["prepare_s"] + res[t]["seconds"] for t in ("spatial", "temporal")), 1)
     res["packed"] = pack_bundle(bundle, Path(args.out) / "bundle")
     clips = "01,02" if tiny else None
-    res["eval"] = eval_protocols(bundle, args.data, work / "eval", args.device, clips, 4 if tiny else 32)
+    res["eval"] = eval_protocols(bundle, args.data, work / "eval", args.device, clips, 4 if tiny else 32, 32 if tiny else 128)
     try:
         res["temporal_budget"] = temporal_budget_auc(bundle, args.data, args.device, args.size, clips, tiny)
     except Exception as exc:  # a secondary figure: never lose the table for it
@@ -490,10 +494,11 @@ def summary(results: dict) -> str:
             head = f"best batch {best['batch']}: {best['windows_per_s']} windows/s = {best['cameras_at_25fps']} cameras at 25 fps"
         elif name == "train" and e.get("eval"):
             ev = e["eval"]
-            p, sw, fd = ev.get("paper", {}), ev.get("service_windows", {}), ev.get("frame_difference", {})
+            m, fm, fd = ev.get("model", {}), ev.get("flow_magnitude", {}), ev.get("frame_difference", {})
             head = (f"spatial {e['spatial']['epochs_completed']} / temporal {e['temporal']['epochs_completed']} epochs; micro-AUC "
-                    f"paper {pct(p.get('minmax', {}).get('micro_auc'))}, service windows+running "
-                    f"{pct(sw.get('running', {}).get('micro_auc'))}; frame difference {pct(fd.get('minmax', {}).get('micro_auc'))}")
+                    f"stream {pct(m.get('stream', {}).get('micro_auc'))}, paper {pct(m.get('paper', {}).get('micro_auc'))}; "
+                    f"classical (stream): flow magnitude {pct(fm.get('stream', {}).get('micro_auc'))}, "
+                    f"frame difference {pct(fd.get('stream', {}).get('micro_auc'))}")
         elif name == "ldm" and e.get("rows"):
             head = ", ".join(f"batch {r['batch']} {r['pas_per_s']} PAs/s" for r in e["rows"])
         lines.append(f"| {name} | {e.get('status')} | {head or e.get('why', e.get('skipped', ''))} |")
@@ -503,7 +508,8 @@ def summary(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU, toy sizes: checks every step in about a minute")
-    ap.add_argument("--budget-s", type=float, default=540.0, help="wall time for all steps (training scales to what is left)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="wall time for all steps, training scales to what is left (default 540; --tiny: 900)")
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_run"), help="results.json, run.log, summary.md, bundle/")
     ap.add_argument("--data", type=Path, default=None, help="Ped2 in the shared layout (default: the compact 256x256 copy)")
     ap.add_argument("--flow-compile", choices=["auto", "on", "off"], default="auto",
@@ -524,8 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     args.data = args.data or default_data()
     args.device = args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     args.size = args.size or (32 if args.tiny else 256)
-    if args.tiny:
-        args.budget_s = min(args.budget_s, 900.0)
+    args.budget_s = args.budget_s or (900.0 if args.tiny else 540.0)
     if args.step:
         torch.manual_seed(0)
         result = STEP_FUNCS[args.step](args)
