@@ -4,7 +4,8 @@ and back 10 s later (scenario 1), bundle hot-swap and refused bundles (scenario 
 `ray.kill` while windows are queued and with SIGKILL of its process while an alert is open (scenario 5).
 
 The tests share one app and run in file order: the hot-swap leaves bundle B running, so the scorer-kill tests
-also check that a restarted scorer is brought back to the swapped bundle."""
+also check that a restarted scorer is brought back to the swapped bundle. Scenarios 1, 9 and the `ray.kill` of 5
+are drivers in tests/faults/scenarios.py (bench/faults.py runs them too); these tests assert on their results."""
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
+from tests.faults import scenarios
 from tests.faults.tools.watch import (
     API_TOKEN,
     CAM_PASSWORD,
@@ -71,26 +72,10 @@ def service(tmp_path_factory, rtsp_server_factory_module):
     serve.delete(APP)
 
 
-class Service:
+class Service(scenarios.ServiceClient):
     def __init__(self, base: str, db: Path, rtsp_port: int):
-        self.base, self.db, self.rtsp_port = base, db, rtsp_port
-        self.captured: list[str] = []  # every response body, for the credential grep
-
-    def request(self, method: str, path: str, auth: bool | str = True, **kw):
-        headers = kw.pop("headers", {})
-        if auth:
-            headers["Authorization"] = f"Bearer {API_TOKEN if auth is True else auth}"
-        r = requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
-        self.captured.append(r.text if "image" not in r.headers.get("content-type", "") else "")
-        return r
-
-    def get(self, path: str, **kw):
-        return self.request("GET", path, **kw)
-
-    def camera(self, name: str) -> dict:
-        r = self.get(f"/cameras/{name}")
-        assert r.status_code == 200, r.text
-        return r.json()
+        super().__init__(base)
+        self.db, self.rtsp_port = db, rtsp_port
 
 
 @pytest.fixture(scope="module")
@@ -204,16 +189,6 @@ def test_listening_sockets_bind_loopback(service):
 
 
 # ------------------------------------------------------------------------- scenario 1: RTSP server restart
-OUTAGE_S = 10.0
-
-
-def _metric(text: str, series: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return None
-
-
 def test_rtsp_server_killed_and_back_after_10s(service, demo_video):
     """A camera's RTSP server dies and returns 10 s later: `reconnecting` with a growing backoff, `streaming`
     within 5 s of the return, vad_reconnects_total up, and the other cameras never stall."""
@@ -221,59 +196,25 @@ def test_rtsp_server_killed_and_back_after_10s(service, demo_video):
 
     server = RtspServer({"cam": demo_video[0]}).start()
     try:
-        body = {"name": "victim", "url": server.url("cam"), "fps": 5, "read_timeout_s": 2, "open_timeout_s": 3}
-        r = service.request("POST", "/cameras", json=body)
-        assert r.status_code == 201, r.text
-        wait_for(lambda: service.camera("victim")["state"] == "streaming", 60, "victim streaming", every_s=0.3)
-        reconnects0 = _metric(service.get("/metrics").text, 'vad_reconnects_total{camera="victim"}') or 0.0
-        samples: list[tuple[float, dict]] = []  # (t, {camera: status}) every ~0.3 s
-
-        def sample() -> dict:
-            cams = {c["name"]: c for c in service.get("/cameras").json()}
-            samples.append((time.monotonic(), cams))
-            return cams
-
-        sample()
-        t_kill = time.monotonic()
-        server.stop()
-        while time.monotonic() - t_kill < OUTAGE_S:
-            sample()
-            time.sleep(0.3)
-        server.start()
-        t_back = time.monotonic()
-        while sample()["victim"]["state"] != "streaming":
-            assert time.monotonic() - t_back < 30, samples[-1][1]["victim"]
-            time.sleep(0.2)
-        back_s = samples[-1][0] - t_back
-        for _ in range(10):  # a few seconds more of the bystanders after the return
-            sample()
-            time.sleep(0.3)
-        text = service.get("/metrics").text
+        r = scenarios.service_server_restart(service, server, outage_s=10.0)
     finally:
         server.stop()
-        service.request("DELETE", "/cameras/victim")
 
-    outage = [c["victim"] for t, c in samples if t_kill < t <= t_back]
+    outage = r.outage()
     assert {c["state"] for c in outage} >= {"reconnecting"}, [c["state"] for c in outage]
-    delays = [c["retry_in_s"] for c in outage if c["state"] == "reconnecting" and c["retry_in_s"] is not None]
-    steps = [d for i, d in enumerate(delays) if i == 0 or d != delays[i - 1]]
+    steps = r.retry_steps
     assert len(steps) >= 3 and steps[-1] > 2 * steps[0] and max(steps) <= 3.0 * 1.2 + 1e-6, steps  # grows, capped
-    assert back_s <= 5.0, f"streaming {back_s:.1f} s after the server's return; samples {[c['victim']['state'] for _, c in samples[-8:]]}"
-    assert (_metric(text, 'vad_reconnects_total{camera="victim"}') or 0) > reconnects0
+    assert r.back_s <= 5.0, f"streaming {r.back_s:.1f} s after the server's return; samples {[c['victim']['state'] for _, c in r.samples[-8:]]}"
+    assert r.reconnects[1] > r.reconnects[0]
     for name in ("alerting", "authed"):  # bystanders: frames kept coming through the whole outage
-        series = [(t, c[name]["frames_decoded"]) for t, c in samples]
-        last_t, last_n, worst = series[0][0], series[0][1], 0.0
-        for t, n in series[1:]:
-            if n > last_n:
-                worst, last_t, last_n = max(worst, t - last_t), t, n
-        worst = max(worst, series[-1][0] - last_t)
+        worst = r.worst_gap_s(name)
         assert worst < 3.0, f"camera {name} stalled {worst:.1f} s during the victim's outage"
-    print(f"victim back {back_s:.2f} s after its server; retry delays {steps}")
+    print(f"victim back {r.back_s:.2f} s after its server; retry delays {steps}")
 
 
 # ---------------------------------------------------------------------------------- scenario 9: hot-swap
 def test_bundle_hot_swap_via_api_and_refused_bundles_keep_the_running_one(service):
-    from tests.faults.test_bundle_swap import REFUSED, damaged_bundle
+    from tests.faults.test_bundle_swap import REFUSED
 
     a = service.get("/bundle").json()
     assert a["path"] == str(service.bundle_a) and len(a["sha256"]) == 12, a
@@ -284,28 +225,21 @@ def test_bundle_hot_swap_via_api_and_refused_bundles_keep_the_running_one(servic
         r = service.request("PUT", "/bundle", json=body)
         assert r.status_code == 422 and text in r.text, (body, r.status_code, r.text[:300])
 
-    for kind, _, text in REFUSED:
-        bad = damaged_bundle(kind, service.bundle_b, service.root)
-        r = service.request("PUT", "/bundle", json={"path": str(bad)})
-        assert r.status_code == 422, (kind, r.status_code, r.text[:300])
-        detail = r.json()["detail"]
+    r = scenarios.service_hot_swap(service, service.bundle_b, service.root)
+    assert r.before == a
+    for (kind, bad, status, detail, sha_after), (_, _, text) in zip(r.refused, REFUSED, strict=True):
+        assert status == 422, (kind, status, detail[:300])
         assert detail.startswith("body.path:") and text in detail and str(bad) in detail, (kind, detail)
         assert "keeps scoring" in detail
-        assert service.get("/bundle").json()["sha256"] == a["sha256"], kind
+        assert sha_after == a["sha256"], kind
     assert not list(service.root.glob("*.UNPICKLED"))  # the pickle was never executed
-    n0 = service.camera("alerting")["frames_scored"]
-    still_a = wait_for(lambda: (c := service.camera("alerting"))["frames_scored"] > n0 and c, 60, "scores with A",
-                       every_s=0.3)
-    assert still_a["bundle"]["sha256"] == a["sha256"]
+    assert r.still_a["bundle"]["sha256"] == a["sha256"]
 
-    r = service.request("PUT", "/bundle", json={"path": str(service.bundle_b)})
-    assert r.status_code == 200, r.text
-    b = r.json()
+    assert r.response.status_code == 200, r.response.text
+    b = r.response.json()
     assert b["path"] == str(service.bundle_b) and b["sha256"] != a["sha256"] and b["previous"]["sha256"] == a["sha256"]
-    assert service.get("/bundle").json()["sha256"] == b["sha256"]
-    n1 = service.camera("alerting")["frames_scored"]
-    wait_for(lambda: (c := service.camera("alerting"))["frames_scored"] > n1 and c["bundle"]["sha256"] == b["sha256"],
-             60, "scores with bundle B", every_s=0.3)
+    # the new bundle scored the alerting camera's windows (the driver waited for that)
+    assert r.after["sha256"] == b["sha256"]
     assert service.get("/scorers").json()["cpu"]["bundle_swaps"] == 1
     assert service.get("/healthz", auth=False).status_code == 200
 
@@ -325,48 +259,22 @@ def _scorer_pids(db: Path) -> list[int]:
     return pids
 
 
-def _open_events(service) -> list[dict]:
-    return [e for e in service.get("/events?camera=alerting&limit=1000").json() if e["status"] == "open"]
-
-
 def test_scorer_ray_killed_while_windows_queued(service):
     """`ray.kill` of the scorer actor while windows wait in its queue and an alert is open: /healthz reports the
     outage, Ray restarts the actor, the control plane gives it back its cameras and the hot-swapped bundle,
     scoring resumes, and the open alert keeps its event (not lost, not duplicated)."""
-    import ray
-
-    before = wait_for(lambda: _open_events(service), 60, "an open alert on the alerting camera")
-    assert len(before) == 1
-    all_before = service.get("/events?camera=alerting&limit=1000").json()
-    active = service.get("/bundle").json()
-    name = service.get("/scorers").json()["cpu"]["actor"]
-    handle = ray.get_actor(name, namespace="vad")
-    queued = wait_for(lambda: service.get("/scorers").json()["cpu"]["queue_depth"], 60, "windows queued", every_s=0.05)
-    t_kill = time.monotonic()
-    ray.kill(handle, no_restart=False)
-    body = wait_for(lambda: (r := service.get("/healthz", auth=False)).status_code == 503 and r.json(), 15, "healthz 503")
-    assert any(k.startswith("scorer:") for k in body["dead"]), body
-    wait_for(lambda: service.get("/healthz", auth=False).status_code == 200, 90, "healthz 200 after the restart")
-    recovered_s = time.monotonic() - t_kill
-    n0 = service.camera("alerting")["frames_scored"]
-    wait_for(lambda: service.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed", every_s=0.3)
-    wait_for(lambda: service.camera("alerting")["alert_open"], 60, "alert state resumed", every_s=0.3)
-    wait_for(lambda: service.get("/bundle").json()["sha256"] == active["sha256"], 30, "the swapped bundle back")
-    after = _open_events(service)
-    assert [e["id"] for e in after] == [before[0]["id"]], (before, after)
-    all_after = service.get("/events?camera=alerting&limit=1000").json()
-    assert [e["id"] for e in all_after] == [e["id"] for e in all_before], (all_before, all_after)
-    print(f"ray.kill with {queued} window(s) queued: healthy again after {recovered_s:.1f}s")
+    r = scenarios.service_ray_kill(service)
+    assert len(r.open_before) == 1
+    assert any(k.startswith("scorer:") for k in r.unhealthy["dead"]), r.unhealthy
+    assert [e["id"] for e in r.open_after] == [r.open_before[0]["id"]], (r.open_before, r.open_after)
+    assert [e["id"] for e in r.events_after] == [e["id"] for e in r.events_before], (r.events_before, r.events_after)
+    print(f"ray.kill with {r.queued} window(s) queued: healthy again after {r.healthy_s:.1f}s")
 
 
 def test_scorer_killed_restarts_and_open_alert_survives(service):
     """Kill the scorer actor's process while windows are queued and an alert is open: /healthz says 503 while it
     is away, it restarts, cameras are scored again, and the open alert is neither lost nor duplicated."""
-
-    def open_events():
-        return [e for e in service.get("/events?camera=alerting&limit=1000").json() if e["status"] == "open"]
-
-    before = wait_for(open_events, 60, "an open alert on the alerting camera")
+    before = wait_for(lambda: scenarios.open_events(service), 60, "an open alert on the alerting camera")
     assert len(before) == 1
     all_before = service.get("/events?camera=alerting&limit=1000").json()
     pids = wait_for(lambda: _scorer_pids(service.db), 10, "the scorer process")
@@ -383,7 +291,7 @@ def test_scorer_killed_restarts_and_open_alert_survives(service):
     wait_for(lambda: service.camera("alerting")["frames_scored"] > n0, 60, "scoring resumed")
     # the normaliser warms up again; the alert was resumed, not re-opened
     wait_for(lambda: service.camera("alerting")["alert_open"], 60, "alert state resumed")
-    after = open_events()
+    after = scenarios.open_events(service)
     assert [e["id"] for e in after] == [before[0]["id"]], (before, after)
     all_after = service.get("/events?camera=alerting&limit=1000").json()
     assert len(all_after) == len(all_before), (all_before, all_after)
