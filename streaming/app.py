@@ -8,7 +8,9 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
   GET  /healthz                    200 when every scorer and camera actor answers, else 503 naming the dead
   GET  /metrics                    Prometheus text (label `camera`, never the URL)
   GET  /cameras, /cameras/{name}   status: state, fps in/scored, lag, drops, reconnects, last score, alert
-  POST /cameras                    add a camera (body: CameraConfig)       -> 201, 409 if the name exists
+  POST /cameras                    add a camera (body: CameraConfig)       -> 201, 409 if the name exists; 403
+                                   when its file (a path or file://, symlinks and `..` resolved) lies outside
+                                   every `cameras_file_roots` (PUT and PATCH too; rtsp(s):// and demo:// are not files)
   PUT  /cameras/{name}             replace its config (restarts its decoder unless only alert settings change)
   PATCH /cameras/{name}            change some fields
   DELETE /cameras/{name}           stop and remove it (its open alert closes with reason "removed")
@@ -124,6 +126,13 @@ class ControlPlane:
             raise HTTPException(404, f"no camera named {name!r}; cameras: {sorted(self.fleet.cameras)}")
         return cam
 
+    def _confine(self, cam: CameraConfig) -> None:
+        """403 naming the roots when the camera's file lies outside every `cameras_file_roots`."""
+        try:
+            self.fleet.cfg.confine_camera(cam.url)  # symlinks and `..` resolved: neither escapes a root
+        except PermissionError as exc:
+            raise HTTPException(403, f"body.url: {scrub_url(str(exc))}") from None
+
     def _events(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return self.fleet.event_call(method, *args, **kwargs)
@@ -158,8 +167,10 @@ class ControlPlane:
 
     @api.post("/cameras", status_code=201)
     def add_camera(self, cam: CameraConfig, request: Request) -> dict:
-        """POST /cameras: start a camera (201; 409 when the name exists); saved for the next start."""
+        """POST /cameras: start a camera (201; 409 when the name exists, 403 for a file outside the roots); saved
+        for the next start."""
         self._auth(request)
+        self._confine(cam)
         try:
             self.fleet.add(cam, via_api=True)
         except KeyError:
@@ -173,6 +184,7 @@ class ControlPlane:
         self._camera(name)
         if cam.name != name:
             raise HTTPException(422, f"body.name: {cam.name!r} differs from the path's camera {name!r} (rename = delete + add)")
+        self._confine(cam)
         how = self.fleet.update(cam, via_api=True)
         return {**status.camera_rows(self.fleet, [name])[0], "applied": how, **self.fleet.persistence()}
 
@@ -187,6 +199,7 @@ class ControlPlane:
             cam = CameraConfig.model_validate({**old.model_dump(), **changes})
         except ValidationError as exc:
             return _field_errors(exc.errors(), "body.", with_value=False)
+        self._confine(cam)
         how = self.fleet.update(cam, via_api=True)
         return {**status.camera_rows(self.fleet, [name])[0], "applied": how, **self.fleet.persistence()}
 

@@ -10,9 +10,10 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from offline.config import ConfigError, Strict, format_validation_error, read_yaml
 from streaming.credentials import camera_env_prefix, scrub_url
@@ -20,6 +21,16 @@ from streaming.credentials import camera_env_prefix, scrub_url
 APP_IMPORT_PATH = "streaming.app:build_app"
 URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+
+def camera_file_path(url: str) -> Path | None:
+    """The file a camera URL names, as streaming.sources opens it (a plain path, or the path of a file:// URL);
+    None for rtsp://, rtsps:// and demo://, which are not files."""
+    url = url.strip()
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "file":
+        return Path(unquote(urlsplit(url).path))
+    return Path(url) if len(scheme) <= 1 else None  # no scheme (or a Windows drive letter): a path
+
 
 class AlertConfig(Strict):
     """When a camera's normalised score opens and closes an alert (defaults for every camera)."""
@@ -196,6 +207,12 @@ class ServiceConfig(Strict):
         4, ge=1, le=256, description="windows a camera may have on their way to the scorer; more are dropped at the camera"
     )
     namespace: str = Field("vad", pattern=NAME_PATTERN, description="Ray namespace of the service's actors")
+    cameras_file_roots: list[Path] | None = Field(
+        None,
+        description="directories a file camera (a path or file://) may be read from, in `cameras` and through the "
+        "API (symlinks and `..` resolved first); default: the directories holding the file cameras of `cameras` "
+        "(none there: no file camera at all); [] refuses every file camera; rtsp(s):// and demo:// are not files",
+    )
 
     @field_validator("cameras")
     @classmethod
@@ -213,6 +230,48 @@ class ServiceConfig(Strict):
             raise ValueError("http: set token or token_env, not both")
         return self
 
+    @model_validator(mode="after")
+    def _camera_files_inside_roots(self) -> "ServiceConfig":
+        errors = []
+        for i, cam in enumerate(self.cameras):
+            try:
+                self.confine_camera(cam.url)
+            except PermissionError as exc:
+                errors.append(InitErrorDetails(type=PydanticCustomError("outside_roots", "{reason}", {"reason": str(exc)}),
+                                               loc=("cameras", i, "url"), input=cam.url))
+        if errors:  # raised as a ValidationError so that each error names its camera's field, cameras.N.url
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    def camera_file_roots(self) -> list[Path]:
+        """The directories file cameras must lie in: `cameras_file_roots`, else those holding the config's own file
+        cameras (for a symlinked one, its target's directory as well)."""
+        if self.cameras_file_roots is not None:
+            return list(self.cameras_file_roots)
+        roots: list[Path] = []
+        for cam in self.cameras:
+            path = camera_file_path(cam.url)
+            for root in () if path is None else (Path(os.path.abspath(path)).parent, path.resolve().parent):
+                if root not in roots:
+                    roots.append(root)
+        return roots
+
+    def confine_camera(self, url: str) -> Path | None:
+        """The real path of a file camera's `url` (symlinks and `..` resolved; relative to the working directory),
+        None when `url` is not a file (rtsp://, rtsps://, demo://); PermissionError naming the roots when the file
+        lies outside every `camera_file_roots()`."""
+        path = camera_file_path(url)
+        if path is None:
+            return None
+        real = path.resolve(strict=False)
+        roots = self.camera_file_roots()
+        if any(real.is_relative_to(r.resolve(strict=False)) for r in roots):
+            return real
+        shown = scrub_url(url) if str(real) == url else f"{scrub_url(url)} (resolves to {real})"
+        raise PermissionError(
+            f"{shown} is outside the allowed camera file directories (cameras_file_roots: {[str(r) for r in roots]})"
+        )
+
     def camera(self, name: str) -> CameraConfig | None:
         """The configured camera named `name`, or None."""
         return next((c for c in self.cameras if c.name == name), None)
@@ -223,8 +282,9 @@ class ServiceConfig(Strict):
 
 
 def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
-    """Make the bundle, bundle roots, events and state paths absolute against `base` (actors may run in another
-    directory); the roots and state file get their defaults (beside the bundle, beside the events database)."""
+    """Make the bundle, bundle roots, camera file roots, events and state paths absolute against `base` (actors may
+    run in another directory); the roots and state file get their defaults (beside the bundle, beside the config's
+    file cameras, beside the events database)."""
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
@@ -232,7 +292,10 @@ def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
     scorer = scorer.model_copy(update={"bundle_roots": [absolute(r) for r in cfg.scorer.bundle_roots]
                                        if cfg.scorer.bundle_roots is not None else scorer.allowed_roots()})
     events = cfg.events.model_copy(update={"path": absolute(cfg.events.path)})
-    cfg = cfg.model_copy(update={"scorer": scorer, "events": events})
+    # explicit roots against `base`; the default ones are already absolute (from the cameras' resolved paths)
+    file_roots = ([absolute(r) for r in cfg.cameras_file_roots] if cfg.cameras_file_roots is not None
+                  else cfg.camera_file_roots())
+    cfg = cfg.model_copy(update={"scorer": scorer, "events": events, "cameras_file_roots": file_roots})
     return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
 
 

@@ -110,7 +110,7 @@ class Fleet:
         if merged.bundle is not None:
             self._restore_bundle(merged.bundle)
         for cam in merged.cameras:
-            self.add(cam)
+            self._start_merged(cam)
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name="fleet-watch", daemon=True).start()
 
@@ -157,6 +157,25 @@ class Fleet:
         with self._state_lock:
             self.state = persisted.record_camera(self.state, self.cfg, name, cam, time.time())
         self._save_state()
+
+    def _start_merged(self, cam: CameraConfig) -> None:
+        """Start a camera at start-up; one restored from the state file whose file now lies outside
+        `cameras_file_roots` is logged naming it, forgotten, and the config's entry (if any) runs instead."""
+        try:
+            self.add(cam)
+            return
+        except PermissionError as exc:
+            if self.source(cam.name) != "api":
+                raise
+            logger.error("state file %s: camera %s not started, its API change is dropped: %s",
+                         self.state_path, cam.name, scrub_url(str(exc)))
+        with self._state_lock:
+            self.state = self.state.model_copy(
+                update={"cameras": {n: c for n, c in self.state.cameras.items() if n != cam.name}})
+        self._save_state()
+        fallback = self.cfg.camera(cam.name)
+        if fallback is not None:
+            self.add(fallback)
 
     def _restore_bundle(self, path: str) -> None:
         """Swap to the persisted bundle at start; one outside the roots or no longer loading falls back to the
@@ -216,7 +235,11 @@ class Fleet:
         return min(range(len(load)), key=load.__getitem__)
 
     def add(self, cam: CameraConfig, *, via_api: bool = False) -> None:
-        """Start camera `cam` (KeyError if the name runs); `via_api` records it in the state file."""
+        """Start camera `cam` (KeyError if the name runs; PermissionError, nothing started, when its file lies
+        outside `cameras_file_roots`); `via_api` records it in the state file."""
+        real = self.cfg.confine_camera(cam.url)
+        # the actor opens the checked real path, so a symlink retargeted later cannot lead it out of the roots
+        opened = cam if real is None else cam.model_copy(update={"url": str(real)})
         with self._lock:
             if cam.name in self.cameras:
                 raise KeyError(cam.name)
@@ -231,7 +254,7 @@ class Fleet:
                 num_cpus=self.cfg.camera_num_cpus,
                 max_concurrency=4,
                 scheduling_strategy="SPREAD",
-            ).remote(cam.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows,
+            ).remote(opened.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows,
                        self.model_input.get("hop"))
             self.cameras[cam.name] = cam
             self.camera_actors[cam.name] = actor
@@ -260,7 +283,9 @@ class Fleet:
                 self._record_camera(name, None)
 
     def update(self, cam: CameraConfig, *, via_api: bool = False) -> str:
-        """Apply a new config; returns "alerts" (live change) or "restarted"; `via_api` records it."""
+        """Apply a new config; returns "alerts" (live change) or "restarted"; `via_api` records it. A file outside
+        `cameras_file_roots` is a PermissionError and the running camera is left as it was."""
+        self.cfg.confine_camera(cam.url)
         with self._lock:
             old = self.cameras[cam.name]
             changed = {k for k, v in cam.model_dump().items() if old.model_dump()[k] != v}
