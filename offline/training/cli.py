@@ -29,7 +29,8 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 # Named schedules: what a person picks instead of ten fields (a schedule overrides the --config file; --set overrides both).
-# cpu: what fits about an hour of this project's 2-core CPU machine for both AEs, flow included (bench/RESULTS.md);
+# cpu: sized for about an hour of this project's 2-core CPU machine for both AEs, flow included (an estimate from
+# per-window costs, not yet measured end to end: bench/RESULTS.md, issue 13);
 # paper: Rai et al.'s 256x256 schedule, for a GPU; tiny: seconds, for tests and the demo.
 SCHEDULES: dict[str, dict] = {
     "cpu": {"data.size": 128, "data.train_stride": 4, "train.epochs": 12, "train.batch_size": 8, "train.lr": 1e-3,
