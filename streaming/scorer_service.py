@@ -271,9 +271,9 @@ class ScorerService:
             self.detector.size, self.detector.window, self.detector.config.scoring.hop)
         if new != old:
             raise BundleError(
-                f"{path}: input {detector.window} frames x {detector.size}x{detector.size} every {new[2]} frames differs "
-                f"from the running bundle's {self.detector.window} x {self.detector.size}x{self.detector.size} every "
-                f"{old[2]}; cameras feed the running input, so change it with a restart, not a hot-swap"
+                f"{path}: input {detector.window} frames x {detector.size}x{detector.size} differs from the running "
+                f"bundle's {self.detector.window} x {self.detector.size}x{self.detector.size} (or its hop: {new[2]} vs "
+                f"{old[2]} frames); cameras feed the running input, so change it with a restart, not a hot-swap"
             )
         with self._swap_lock:
             self._staged = detector

@@ -205,3 +205,22 @@ def test_bundle_with_another_input_size_is_refused(bundles, tmp_path):
         assert svc.bundle_info()["sha256"] == _sha(bundles["a"])
     finally:
         svc.stop()
+
+
+def test_bundle_with_another_hop_is_refused(bundles, tmp_path):
+    """Cameras cut windows at the running bundle's hop: a bundle scoring at another hop needs a restart."""
+    import json
+    import shutil
+
+    other = tmp_path / "other-hop"
+    shutil.copytree(bundles["a"], other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["scoring"]["hop"] = cfg["scoring"]["hop"] // 2
+    (other / "config.json").write_text(json.dumps(cfg))
+    svc = ScorerService("cpu", "cpu", str(bundles["a"]), {"path": str(tmp_path / "e.db")}, torch_threads=1)
+    try:
+        with pytest.raises(BundleError, match=r"or its hop: \d+ vs \d+ frames"):
+            svc.prepare_bundle(str(other))
+        assert svc.bundle_info()["sha256"] == _sha(bundles["a"])
+    finally:
+        svc.stop()
