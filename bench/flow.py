@@ -3,6 +3,7 @@
     python bench/flow.py --quick        # CPU only, a couple of minutes on 2 cores
     python bench/flow.py                # more runs; on a CUDA machine adds batch 1/16/64/256, the bandwidth floor
                                         # and the iteration-budget sweep
+    python bench/flow.py --cuda-eager   # the CUDA rows and sweep without torch.compile (eager kernels)
 
 Frames: the 3 real pairs stored in tests/offline/flow/flow_ref.npz (2 Ped2, 1 vtest; they travel to the GPU
 machine with the repo), repeated to fill a batch. Pairs/s are medians over runs after a warm-up call; CUDA timings
@@ -82,6 +83,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CPU rows with few runs (CI-free smoke run)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per row (default 2 quick, 5 full)")
     ap.add_argument("--cpu-batch", type=int, default=16)
+    ap.add_argument("--cuda-eager", action="store_true", help="CUDA rows and sweep in eager mode (no torch.compile)")
     args = ap.parse_args()
     runs = args.runs or (2 if args.quick else 5)
     params = TVL1Params()
@@ -127,7 +129,9 @@ def main() -> int:
         bw = copy_bandwidth(dev)
         print(f"\ndevice copy bandwidth: {bw / 1e9:.0f} GB/s (read + write)")
         g0, g1 = i0.to(dev), i1.to(dev)
-        est = TVL1(params)
+        cuda_compile = not args.cuda_eager
+        cuda_label = "ours CUDA " + ("compiled" if cuda_compile else "eager")
+        est = TVL1(params, compile=cuda_compile)
         full = {}
         for batch in (1, 16, 64, 256):
             times = time_cuda(lambda: est(g0[:batch], g1[:batch]), runs)
@@ -136,7 +140,7 @@ def main() -> int:
             moved = sum(int(it.max()) * bytes_per_iteration(batch, h, w) for (h, w), it in zip(stats.sizes, stats.iterations))
             floor = moved / bw
             iters = "/".join(str(int(it.max())) for it in stats.iterations)
-            row("ours CUDA compiled", batch, times,
+            row(cuda_label, batch, times,
                 f"iterations per scale {iters}; floor {floor * 1000:.1f} ms ({moved / 1e9:.1f} GB), measured/floor "
                 f"{statistics.median(times) / floor:.2f}")
         print("\niteration budget (CUDA, batch 256): pairs/s and mean EPE against the full-iteration flow")
@@ -144,7 +148,7 @@ def main() -> int:
         print("|---|---|---|---|")
         for warps, outer, inner in ((5, 10, 30), (5, 3, 30), (3, 3, 30), (3, 1, 30), (2, 1, 20), (1, 1, 20)):
             cut = replace(params, warps=warps, outer_iterations=outer, inner_iterations=inner)
-            e = TVL1(cut)
+            e = TVL1(cut, compile=cuda_compile)
             times = time_cuda(lambda: e(g0, g1), runs)
             err = torch.linalg.vector_norm(e(g0, g1) - full[256], dim=1).mean()
             print(f"| {warps} | {outer} x {inner} | {256 / statistics.median(times):.0f} | {float(err):.4f} |")

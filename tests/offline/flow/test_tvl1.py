@@ -17,10 +17,18 @@ from offline.flow.tvl1 import (
     centered_gradient,
     divergence,
     forward_gradient,
+    FLT_EPSILON,
+    _step_split,
+    _step_stacked,
+    _WarpConstants,
     median_blur,
+    median_blur_gather,
+    median_blur_network,
     median_network,
     pyramid_sizes,
     resize_linear,
+    tvl1_step,
+    tvl1_step_gamma,
     warp_bicubic,
 )
 
@@ -71,7 +79,63 @@ def test_resize_matches_cv2_down_and_up():
 def test_median_blur_matches_cv2(k):
     x = np.random.default_rng(k).normal(size=(2, 33, 41)).astype(np.float32)
     ref = np.stack([cv2.medianBlur(xi, k) for xi in x])
-    np.testing.assert_array_equal(median_blur(torch.from_numpy(x), k).numpy(), ref)
+    for f in (median_blur, median_blur_gather):
+        np.testing.assert_array_equal(f(torch.from_numpy(x), k).numpy(), ref)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_median_formulations_equal_numpy_median_of_the_edge_padded_window(k):
+    """Gather + sort (the GPU's eager median), gather + torch.median, and the sorting network (the CPU's) against
+    np.median over each k x k window of the edge-replicated image, bit for bit, on data with many ties (values on a
+    coarse grid; no -0, whose tie with +0 may come out either way) and odd sizes, with extra leading dimensions."""
+    rng = np.random.default_rng(10 + k)
+    x = (np.round(rng.normal(size=(3, 19, 26)) * 4) / 4).astype(np.float32) + np.float32(0.0)  # + 0: no -0
+    r = k // 2
+    padded = np.pad(x, ((0, 0), (r, r), (r, r)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2)).reshape(*x.shape, k * k)
+    ref = np.median(windows, axis=-1).astype(np.float32).view(np.int32)
+    t = torch.from_numpy(x)
+    formulations = (median_blur_gather(t, k), median_blur_gather(t, k, by_sort=False), median_blur_network(t, k))
+    for ours in (*formulations, median_blur(t, k)):
+        assert ours.dtype == torch.float32 and ours.shape == x.shape
+        np.testing.assert_array_equal(ours.numpy().view(np.int32), ref)
+    stacked = t.view(3, 1, 19, 26).expand(3, 2, 19, 26)
+    for f in (median_blur_gather, median_blur_network):
+        out = f(stacked, k)
+        assert out.shape == (3, 2, 19, 26) and np.array_equal(out[:, 1].numpy().view(np.int32), ref)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_stacked_step_is_bit_identical_to_tvl1_step(gamma):
+    """The eager step on stacked state (all components per op, warp constants hoisted, shifts in place) returns
+    exactly tvl1_step's / tvl1_step_gamma's numbers, including for frozen pairs and flat (|grad| ~ 0) pixels."""
+    g = torch.Generator().manual_seed(int(gamma * 10))
+    b, h, w = 3, 11, 14
+    comps = 3 if gamma else 2
+    u = torch.randn(b, comps, h, w, generator=g)
+    p = torch.randn(b, comps, 2, h, w, generator=g) * 0.3
+    iw = torch.randn(b, 2, h, w, generator=g) * 20
+    iw[:, :, :3] = 0.0  # grad == 0: the "else 0" branch
+    iw[:, :, 3, :4] = 1e-4  # 0 < grad <= FLT_EPSILON
+    grad = iw[:, 0] * iw[:, 0] + iw[:, 1] * iw[:, 1]
+    assert bool(((grad > 0) & (grad <= FLT_EPSILON)).any())
+    rho_c = torch.randn(b, h, w, generator=g) * 5
+    if comps == 3:
+        iw = torch.cat((iw, torch.full((b, 1, h, w), gamma)), dim=1)
+    active = torch.tensor([True, False, True]).view(b, 1, 1, 1)
+    l_t, theta, taut = 0.15 * 0.3, 0.3, 0.25 / 0.3
+    lg = l_t * grad
+    mask = grad > FLT_EPSILON
+    k = _WarpConstants(iw, rho_c, lg, -lg, ~mask, -torch.where(mask, grad, torch.ones_like(grad)), grad)
+    work = torch.zeros_like(p)
+    for _ in range(3):  # a few iterations: the scratch's zero border must survive reuse
+        step = tvl1_step_gamma if gamma else tvl1_step
+        ref_u, ref_p, ref_err = _step_split(step, u, p, k, active, l_t, theta, taut, gamma)
+        new_u, new_p, new_err = _step_stacked(u, p, k, active, work, l_t, theta, taut)
+        for a, c in ((ref_u, new_u), (ref_p, new_p), (ref_err, new_err)):
+            assert a.shape == c.shape and torch.equal(a.view(torch.int32), c.view(torch.int32))
+        assert torch.equal(new_u[1], u[1]) and torch.equal(new_p[1], p[1]) and float(new_err[1]) == 0.0
+        u, p = new_u, new_p
 
 
 @pytest.mark.parametrize("n", [9, 25, 49])
