@@ -28,49 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from offline.flow.opencv_backend import create_dualtvl1, opencv_available  # noqa: E402
+from bench.gpu_run import copy_bandwidth, load_pairs, timed  # noqa: E402  (one timing and pair loader for both benches)
 from offline.flow.tvl1 import TVL1, TVL1Params, bytes_per_iteration  # noqa: E402
 
-REF = REPO / "tests" / "offline" / "flow" / "flow_ref.npz"
-
-
-def load_pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    d = np.load(REF)
-    reps = -(-n // len(d["i0"]))
-    i0 = torch.from_numpy(np.tile(d["i0"], (reps, 1, 1))[:n]).float()
-    i1 = torch.from_numpy(np.tile(d["i1"], (reps, 1, 1))[:n]).float()
-    return i0, i1
-
-
-def time_cpu(fn, runs: int) -> list[float]:
-    fn()  # warm-up (compile, caches)
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def time_cuda(fn, runs: int) -> list[float]:
-    fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        out.append(start.elapsed_time(end) / 1000.0)
-    return out
-
-
-def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
-    """Device-to-device copy bandwidth in bytes/s (read + write counted), median of 10 copies."""
-    x = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
-    y = torch.empty_like(x)
-    times = time_cuda(lambda: y.copy_(x), 10)
-    return 2 * nbytes / statistics.median(times)
 
 
 def row(name: str, batch: int, times: list[float], extra: str = "") -> None:
@@ -100,7 +60,7 @@ def main() -> int:
     print("| backend | batch | ms / call | pairs / s | notes")
     print("|---|---|---|---|---|")
 
-    i0, i1 = load_pairs(max(args.cpu_batch, 256 if cuda else 1))
+    i0, i1 = load_pairs(max(args.cpu_batch, 256 if cuda else 1), 256)
     if opencv_available():
         import cv2
 
@@ -108,9 +68,9 @@ def main() -> int:
         a, b = (i0[0].numpy() / 255.0).astype(np.float32), (i1[0].numpy() / 255.0).astype(np.float32)
         default_threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
-        row("OpenCV DualTVL1, 1 thread", 1, time_cpu(lambda: tv.calc(a, b, None), runs))
+        row("OpenCV DualTVL1, 1 thread", 1, timed(lambda: tv.calc(a, b, None), "cpu", runs))
         cv2.setNumThreads(default_threads)
-        row(f"OpenCV DualTVL1, {default_threads} threads", 1, time_cpu(lambda: tv.calc(a, b, None), runs))
+        row(f"OpenCV DualTVL1, {default_threads} threads", 1, timed(lambda: tv.calc(a, b, None), "cpu", runs))
     else:
         print("| OpenCV DualTVL1 | - | - | - | cv2.optflow missing (no opencv-contrib)")
 
@@ -121,12 +81,12 @@ def main() -> int:
             if batch > 1 and not compile and args.quick:
                 continue  # eager batches are slow on 2 cores and say nothing new
             t0 = time.perf_counter()
-            times = time_cpu(lambda: est(i0[:batch], i1[:batch]), 1 if batch > 1 and args.quick else runs)
+            times = timed(lambda: est(i0[:batch], i1[:batch]), "cpu", 1 if batch > 1 and args.quick else runs)
             row(label, batch, times, f"first call incl. compile {time.perf_counter() - t0 - sum(times):.1f} s" if compile else "")
 
     if cuda:
         dev = torch.device("cuda")
-        bw = copy_bandwidth(dev)
+        bw = copy_bandwidth(dev, 1 << 30)
         print(f"\ndevice copy bandwidth: {bw / 1e9:.0f} GB/s (read + write)")
         g0, g1 = i0.to(dev), i1.to(dev)
         cuda_compile = not args.cuda_eager
@@ -134,7 +94,7 @@ def main() -> int:
         est = TVL1(params, compile=cuda_compile)
         full = {}
         for batch in (1, 16, 64, 256):
-            times = time_cuda(lambda: est(g0[:batch], g1[:batch]), runs)
+            times = timed(lambda: est(g0[:batch], g1[:batch]), dev, runs)
             flow, stats = est(g0[:batch], g1[:batch], return_stats=True)
             full[batch] = flow
             moved = sum(int(it.max()) * bytes_per_iteration(batch, h, w) for (h, w), it in zip(stats.sizes, stats.iterations))
@@ -149,7 +109,7 @@ def main() -> int:
         for warps, outer, inner in ((5, 10, 30), (5, 3, 30), (3, 3, 30), (3, 1, 30), (2, 1, 20), (1, 1, 20)):
             cut = replace(params, warps=warps, outer_iterations=outer, inner_iterations=inner)
             e = TVL1(cut, compile=cuda_compile)
-            times = time_cuda(lambda: e(g0, g1), runs)
+            times = timed(lambda: e(g0, g1), dev, runs)
             err = torch.linalg.vector_norm(e(g0, g1) - full[256], dim=1).mean()
             print(f"| {warps} | {outer} x {inner} | {256 / statistics.median(times):.0f} | {float(err):.4f} |")
     else:
