@@ -54,6 +54,7 @@ def replay_alerts(scores: np.ndarray, fps: float, threshold: float, min_duration
 
 
 def main(argv=None) -> int:
+    """Learn the first part, score the rest as a camera, replay the alert rules, print and write result.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=REPO.parent / "shared" / "data" / "vtest" / "vtest.avi")
     ap.add_argument("--schedule", default="tiny", help="vad train --schedule (tiny, cpu)")

@@ -34,11 +34,13 @@ from offline.flow.tvl1 import TVL1, TVL1Params, bytes_per_iteration  # noqa: E40
 
 
 def row(name: str, batch: int, times: list[float], extra: str = "") -> None:
+    """One Markdown row: median ms per call and pairs per second."""
     med = statistics.median(times)
     print(f"| {name:<34} | {batch:>5} | {med * 1000:>10.1f} | {batch / med:>9.1f} | {extra}")
 
 
 def main() -> int:
+    """Print the TV-L1 table: OpenCV and ours on the CPU, and the CUDA rows when a GPU exists."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CPU rows with few runs (CI-free smoke run)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per row (default 2 quick, 5 full)")

@@ -45,6 +45,7 @@ def default_data() -> Path:
 
 
 def machine() -> dict:
+    """Where and when this ran: date, host, Python, torch, CPU count, GPU name."""
     import torch
 
     return {
@@ -56,6 +57,7 @@ def machine() -> dict:
 
 # ---------------------------------------------------------------- timing helpers (CUDA events after a warm-up)
 def sync(device) -> None:
+    """Wait for the device (a no-op on the CPU), so a timing ends when the work does."""
     import torch
 
     if torch.device(device).type == "cuda":
@@ -128,6 +130,7 @@ def copy_bandwidth(device, nbytes: int) -> float:
 
 
 def step_flow(args) -> dict:
+    """Step 2: TV-L1 pairs/s per batch, iterations run, distance from the bandwidth floor, iteration-budget sweep."""
     import torch
 
     from offline.flow.tvl1 import TVL1, TVL1Params, bytes_per_iteration
@@ -169,6 +172,7 @@ def step_flow(args) -> dict:
 
 # ---------------------------------------------------------------- step 3: the scorer on a paper-size bundle
 def step_scorer(args) -> dict:
+    """Step 3: Detector.score windows/s and latency per batch on a paper-size bundle (both AEs + torch TV-L1)."""
     import numpy as np
     import torch
 
@@ -337,6 +341,7 @@ def temporal_budget_auc(bundle: Path, data: Path, device: str, size: int, clips:
 
 
 def step_train(args) -> dict:
+    """Step 4: the paper schedule (or tiny) for both AEs in the time given, export, pack, eval both protocols."""
     from offline.config import load_config
     from offline.data.readers import open_from_config
     from offline.training.export import export
@@ -388,6 +393,7 @@ def step_train(args) -> dict:
 
 # ---------------------------------------------------------------- step 5: LDM inpainting speed, random weights
 def step_ldm(args) -> dict:
+    """Step 5: LDM inpainting PAs/s with random weights of the real size (skipped when diffusers is missing)."""
     import torch
 
     try:
@@ -422,6 +428,7 @@ STEP_FUNCS = {"tests": step_tests, "flow": step_flow, "scorer": step_scorer, "tr
 
 # ---------------------------------------------------------------- the orchestrator
 def run_all(args) -> int:
+    """The orchestrator: each step in its own time-boxed process, results merged after every step, a table last."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu_run-"))
@@ -506,6 +513,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments; run one step (internal), unpack a bundle, or the whole prepared run."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU, toy sizes: checks every step in about a minute")
     ap.add_argument("--budget-s", type=float, default=None,

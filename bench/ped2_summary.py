@@ -61,6 +61,7 @@ def table(rows: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """Print the table of the reports under ROOT; with --json also write the rows."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="folder of eval output folders (one per row)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here (bench/results/ped2.json)")
