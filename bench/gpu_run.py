@@ -10,6 +10,8 @@ and steps that no longer fit are skipped and say so. Results are merged into `$O
 (what is there comes back even when the command is killed), all output goes to `$OUT/run.log`, and the trained
 bundle comes back as bf16 safetensors under 16 MiB each in `$OUT/bundle/` (`--unpack` rebuilds it here).
 The GPU machine has torch 2.11, no Ray and no opencv-contrib: nothing here imports them.
+Over 350 lines on purpose: the whole prepared run is one file, so what travels to the GPU and what `--tiny` tests
+in CI are the same code.
 """
 from __future__ import annotations
 
