@@ -25,7 +25,6 @@ from streaming.snapshot import render_evidence_snapshot
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_MIN_SIDE = 256  # pixels: snapshots of smaller model inputs are enlarged (nearest) to at least this
 RESUME_GAP_S = 60.0  # a restarted scorer resumes a camera's open alert last updated at most this long ago
 
 
