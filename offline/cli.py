@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("offline.check_config", "validate a YAML config file and print the first error per field"),
+    "check-config": ("streaming.check_config", "validate a YAML config file and print the first error per field"),
     "eval": ("offline.evaluate", "evaluate a model bundle (or the frame-difference reference) on a labelled dataset"),
     "flow": ("offline.flow.cli", "write a flow visualisation (PNG grid or MP4) for a clip"),
     "flow-cache": ("offline.flow.cache", "compute and cache TV-L1 flow for every frame pair of a dataset"),

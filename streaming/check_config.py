@@ -1,7 +1,7 @@
 """`vad check-config FILE`: validate an offline config (offline.config) or a service config (streaming.config).
 
-The one module that knows both kinds, so that offline.config never imports streaming (the service half lives in
-streaming.config). Neither half imports torch, PyAV, OpenCV or Ray: the check stays fast.
+The one module that knows both kinds; it lives in streaming because the dependency runs one way (streaming uses
+offline, offline never imports streaming). Neither half imports torch, PyAV, OpenCV or Ray: the check stays fast.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from offline.config import ConfigError, load_config, read_yaml
+from streaming.config import load_service_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +31,6 @@ def run(args: argparse.Namespace) -> int:
             data = read_yaml(args.file)
             kind = "service" if isinstance(data, dict) and ("cameras" in data or "applications" in data) else "offline"
         if kind == "service":
-            from streaming.config import load_service_config
-
             load_service_config(args.file)
         else:
             load_config(args.file)
