@@ -304,38 +304,35 @@ def temporal_budget_auc(bundle: Path, data: Path, device: str, size: int, clips:
     import numpy as np
     import torch
 
-    from offline.data.readers import open_dataset, read_frames
-    from offline.scoring.detector import Detector
-    from offline.flow import encode_flow
-    from offline.flow.tvl1 import TVL1
     from offline.auc import micro_auc
+    from offline.data.readers import open_dataset, read_frames
+    from offline.flow import FlowEstimator, encode_flow
+    from offline.flow.cache import clip_flow
+    from offline.scoring.detector import Detector
 
     det = Detector.load(bundle, device, flow_backend="torch")
     if det.temporal is None:
         return []
     test = [c for c in open_dataset(data).test if c.labels is not None and (not clips or c.id in clips.split(","))]
-    frames = {c.id: np.stack(list(read_frames(c, size=size))) for c in test}
-    base = det.flow_estimator.params
+    gray = {c.id: np.stack(list(read_frames(c, size=size))).astype(np.float32).mean(-1) for c in test}  # (N, H, W)
+    base = det.config.flow.model_copy(update={"backend": "torch"})
     budgets = ((5, 10, 30), (3, 3, 30), (2, 1, 20)) if not tiny else ((base.warps, base.outer_iterations, base.inner_iterations),)
     rows = []
     for warps, outer, inner in budgets:
-        tv = TVL1(replace(base, warps=warps, outer_iterations=outer, inner_iterations=inner), compile=det.flow_estimator._impl.compile)
+        est = FlowEstimator(base.model_copy(update={"warps": warps, "outer_iterations": outer, "inner_iterations": inner}), device)
         scores, labels, t_flow = {}, {}, 0.0
         for c in test:
-            f = torch.from_numpy(frames[c.id]).to(device).float().mean(-1)  # (N, H, W) gray 0..255
-            sync(device)
             t0 = time.perf_counter()
-            flow = torch.cat([tv(f[:-1][s : s + 256], f[1:][s : s + 256]) for s in range(0, len(f) - 1, 256)])
-            sync(device)
+            flow = torch.from_numpy(clip_flow(gray[c.id], est, 256, dtype=np.float32))  # the one batched pair loop
             t_flow += time.perf_counter() - t0
             enc = encode_flow(flow, det.config.flow.clip)  # index t: flow t -> t + 1, the last repeated (window_flow)
-            enc = torch.cat([enc, enc[-1:]])
-            n = (len(f) // det.window) * det.window
+            enc = torch.cat([enc, enc[-1:]]).to(device)
+            n = (len(enc) // det.window) * det.window
             win = enc[:n].view(-1, det.window, 3, size, size).permute(0, 2, 1, 3, 4)
             x = torch.zeros_like(win)
             err = det.score(x, flow=win).flow_error.reshape(-1)
             scores[c.id], labels[c.id] = err, np.asarray(c.labels[:n])
-        pairs = sum(len(v) - 1 for v in frames.values())
+        pairs = sum(len(v) - 1 for v in gray.values())
         rows.append({"warps": warps, "outer": outer, "inner": inner, "flow_pairs_per_s": round(pairs / t_flow, 1),
                      "raw_temporal_micro_auc": round(100 * micro_auc(scores, labels), 2)})
         print(json.dumps(rows[-1]), flush=True)

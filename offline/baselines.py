@@ -20,17 +20,6 @@ from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
 BASELINES = ("frame-difference", "flow-magnitude")
 
 
-def frame_difference(frames: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) or (N, H, W) uint8/float frames -> (N,) mean |frame_t - frame_{t-1}| (frame 0 copies frame 1)."""
-    x = np.asarray(frames, dtype=np.float32)
-    if x.ndim == 4:
-        x = x.mean(axis=-1)
-    if x.ndim != 3 or len(x) < 2:
-        raise ValueError(f"need (N, H, W[, 3]) frames with N >= 2, got shape {np.shape(frames)}")
-    diff = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2))
-    return np.concatenate([diff[:1], diff]).astype(np.float64)
-
-
 def difference_maps(gray: torch.Tensor) -> torch.Tensor:
     """(B, T, H, W) gray frames -> (B, T, H, W) |frame_t - frame_{t-1}|; frame 0 of a window copies frame 1's map."""
     d = (gray[:, 1:] - gray[:, :-1]).abs()
@@ -88,7 +77,6 @@ class ClassicalDetector:
             flow = flow or FlowConfig(clip=20.0)
             self.flow_estimator = FlowEstimator(flow, device=self.device)
         self.config = _Config(scoring=scoring, calibration=None, flow=flow)
-        self.temporal = None
 
     @property
     def size(self) -> int:

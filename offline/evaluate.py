@@ -211,23 +211,19 @@ def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
 def calibrate_classical(detector, train_clips, holdout_fraction: float = 0.1, batch: int = 8):
     """A baseline's calibration from the tail `holdout_fraction` of each normal training clip (what a bundle's
     export uses), scored in non-overlapping windows; sets and returns detector.config.calibration."""
-    from offline.scoring.calibration import calibration_from_raw
+    from offline.scoring.calibration import calibrate
     from offline.training.data import holdout_split
 
-    per_clip = {}
+    windows = []
     for clip in tqdm(train_clips, desc="calibrating on normal footage", unit="clip"):
         frames = _frames_array(clip, detector.size)
-        start = holdout_split(len(frames), holdout_fraction, detector.window)
-        tail = frames[start:]
-        if len(tail) < detector.window:
-            continue
-        x, flow = _prepare(detector, tail)
-        starts = window_starts(len(tail), detector.window, detector.window, cover_end=False)
-        parts = [ws.raw(b)["w1"] for _, ws, b in _score_windows(detector, x, flow, starts, batch)]
-        per_clip[clip.id] = {"w1": np.concatenate(parts), "w2": None, "w3": None}
-    if not per_clip:
+        tail = frames[holdout_split(len(frames), holdout_fraction, detector.window):]
+        x = to_model_range(tail)
+        windows += [(x[:, s : s + detector.window], clip.id)
+                    for s in window_starts(len(tail), detector.window, detector.window, cover_end=False)]
+    if not windows:
         raise ValueError("no training clip is long enough to calibrate the baseline on its held-out tail")
-    detector.config.calibration = calibration_from_raw(per_clip, detector.config.scoring, detector.available)
+    detector.config.calibration = calibrate(detector, windows, batch)
     return detector.config.calibration
 
 

@@ -1,15 +1,18 @@
-"""Calibration statistics from a scene's held-out normal footage: the reference a camera's scores start from (pure).
+"""Calibration statistics from a scene's held-out normal footage: the reference a camera's scores start from.
 
 `calibration_from_raw` takes per-clip raw evidence (what `Detector.score` gives per frame, in stream order) and
 returns the bundle's `Calibration`: raw (mean, std) and robust (median, scaled MAD) per component, the quantiles of
 the weighted robust z-sum (which the calibrated normaliser maps to scores), and, as a check, the final scores'
-quantiles when that footage is replayed through the bundle's own FrameScorer.
+quantiles when that footage is replayed through the bundle's own FrameScorer. `calibrate` scores held-out windows
+with a detector (a bundle's, or a classical one) and hands the evidence over: `vad export` and `vad eval`'s
+baselines both use it.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from offline.scoring.bundle import Calibration
 from offline.scoring.evidence import COMPONENTS
@@ -43,3 +46,20 @@ def calibration_from_raw(
         scores.append(fs.update({c: raw.get(c) for c in COMPONENTS})[0]["score"])
     allscores = np.concatenate(scores)
     return partial.model_copy(update={"score_quantiles": {str(q): float(np.nanquantile(allscores, q)) for q in QUANTILES}})
+
+
+def calibrate(detector, windows, batch: int = 8) -> Calibration:
+    """The calibration from held-out normal windows scored by `detector` (the one scoring path); `windows` yields
+    (frames (3, T, H, W) in [-1, 1], clip id) in stream order per clip, windows not overlapping."""
+    per_clip: dict[str, list[dict[str, np.ndarray | None]]] = {}
+    items = list(windows)
+    for i in range(0, len(items), batch):
+        chunk = items[i : i + batch]
+        ws = detector.score(torch.stack([x for x, _ in chunk]))
+        for b, (_, cid) in enumerate(chunk):
+            per_clip.setdefault(cid, []).append(ws.raw(b))
+    joined = {
+        cid: {c: None if rs[0][c] is None else np.concatenate([r[c] for r in rs]) for c in COMPONENTS}
+        for cid, rs in per_clip.items()
+    }
+    return calibration_from_raw(joined, detector.config.scoring, detector.available)

@@ -16,15 +16,13 @@ COMPONENTS = ("w1", "w2", "w3")
 
 
 def frame_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) pair -> (B, T) mean squared error of each frame."""
-    if recon.shape != target.shape:
-        raise ValueError(f"recon and target shapes differ: {tuple(recon.shape)} vs {tuple(target.shape)}")
-    return ((recon.float() - target.float()) ** 2).mean(dim=(1, 3, 4))
+    """(B, C, T, H, W) pair -> (B, T) mean squared error of each frame (the "frame" reduction of `error_map`)."""
+    return reduce_error(error_map(recon, target), "frame")
 
 
 def frame_psnr(recon: torch.Tensor, target: torch.Tensor, max_val: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
     """(B, C, T, H, W) pair -> (B, T) PSNR in dB; max_val 2 is the width of the [-1, 1] model range."""
-    return 10.0 * torch.log10(max_val**2 / (frame_mse(recon, target) + eps))
+    return mse_to_psnr(frame_mse(recon, target), max_val, eps)
 
 
 REDUCTIONS = ("frame", "block_max")

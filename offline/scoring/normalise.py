@@ -174,10 +174,6 @@ class CalibratedNormaliser:
         self.loc = dict(self.loc0)
         self.count = 0
 
-    def z(self, comps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per-component z-scores against the calibration's locations (no adaptation): the offline view."""
-        return {k: (np.asarray(comps[k], dtype=np.float64) - self.loc0[k]) / self.scale[k] for k in self.names}
-
     def update(self, comps: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Score consecutive frames (each component (N,)); returns (scores (N,), per-component z (N,) each)."""
         xs = {k: np.asarray(comps[k], dtype=np.float64).reshape(-1) for k in self.names}

@@ -14,13 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from offline.models.autoencoder import Autoencoder
-from offline.scoring.bundle import Calibration, InputSpec, ScoringSpec, save_bundle
+from offline.scoring.bundle import InputSpec, ScoringSpec, save_bundle
+from offline.scoring.calibration import calibrate
 from offline.config import Config
 from offline.models.discriminator import Discriminator
 from offline.scoring.weights import renormalise_weights
@@ -46,25 +46,6 @@ def load_run_autoencoder(run_dir: str | Path) -> tuple[Autoencoder, Config]:
     model = Autoencoder(3, tuple(cfg.model.channels), cfg.model.sspcab)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     return model.eval(), cfg
-
-
-def calibrate(detector, windows, batch: int = 8) -> Calibration:
-    """The bundle's calibration from held-out normal windows scored by `detector` (the one scoring path);
-    `windows` yields (frames (3, T, H, W), clip id) in stream order per clip, windows not overlapping."""
-    from offline.scoring.calibration import calibration_from_raw
-
-    per_clip: dict[str, list[dict[str, np.ndarray | None]]] = {}
-    items = list(windows)
-    for i in range(0, len(items), batch):
-        chunk = items[i : i + batch]
-        ws = detector.score(torch.stack([x for x, _ in chunk]))
-        for b, (_, cid) in enumerate(chunk):
-            per_clip.setdefault(cid, []).append(ws.raw(b))
-    joined = {
-        cid: {c: None if rs[0][c] is None else np.concatenate([r[c] for r in rs]) for c in ("w1", "w2", "w3")}
-        for cid, rs in per_clip.items()
-    }
-    return calibration_from_raw(joined, detector.config.scoring, detector.available)
 
 
 def export(

@@ -17,7 +17,7 @@ from offline.data.windows import window_starts
 from offline.evaluate import stream_clip
 from offline.scoring.bundle import ScoringSpec, load_bundle, random_bundle, save_bundle
 from offline.scoring.detector import Detector
-from offline.training.export import calibrate
+from offline.scoring.calibration import calibrate
 from streaming.batching import BatchScorer, frame_scorer_factory
 from streaming.ingest import IngestLoop, IngestSettings
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from offline.baselines import frame_difference
+from offline.baselines import difference_maps
 from offline.scoring.frame_scorer import FrameScorer
 from offline.scoring.normalise import MinMaxNormaliser, RunningNormaliser, make_normaliser
-from offline.scoring.evidence import aggregate, frame_mse, frame_psnr
+from offline.scoring.evidence import aggregate, frame_mse, frame_psnr, reduce_error
 from offline.scoring.weights import check_weights, renormalise_weights
 from offline.data.windows import plan_windows
 
@@ -99,7 +99,8 @@ def test_frame_difference_hand_computed():
     f = np.zeros((3, 2, 2), np.uint8)
     f[1] = 4
     f[2, 0, 0] = 4
-    assert frame_difference(f).tolist() == [4.0, 4.0, 3.0]
+    maps = difference_maps(torch.from_numpy(f).float()[None])  # (1, T, H, W): frame 0 copies frame 1's map
+    assert reduce_error(maps, "frame")[0].tolist() == [4.0, 4.0, 3.0]
 
 
 @pytest.mark.parametrize("n, stride, mode", [(16, 16, "all"), (40, 16, "all"), (40, 5, "all"), (40, 1, "center"), (17, 16, "center")])
