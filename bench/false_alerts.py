@@ -42,7 +42,7 @@ def write_clip(frames: np.ndarray, path: Path, fps: float) -> Path:
 
 def replay_alerts(scores: np.ndarray, fps: float, threshold: float, min_duration_s: float, hysteresis: float) -> list[dict]:
     """The service's alert rules over a score sequence: the alerts that opened, with their first frame and peak."""
-    from streaming.alerts import AlertTracker
+    from offline.scoring.alert_rules import AlertTracker
 
     tracker = AlertTracker(threshold, min_duration_s, hysteresis, camera="bench")
     opened = []

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from streaming.alerts import AlertEvent, AlertTracker
+from offline.scoring.alert_rules import AlertEvent, AlertTracker
 from streaming.batching import ScoredWindow
 from streaming.config import AlertConfig
 from streaming.events import EventStore

@@ -94,13 +94,16 @@ class Calibration(_Strict):
 
     components: raw (mean, std) per component; robust: raw (median, 1.4826 MAD) per component (the calibrated
     normaliser's location and scale); z_quantiles: quantiles of the weighted sum of robust z-scores; score_quantiles:
-    the final scores' quantiles on the same footage (a check: the median should be about 0.5).
+    the final scores' quantiles on the same footage (a check: the median should be about 0.5); score_trace: those
+    scores per clip in stream order (None = not scored), rounded to 1e-4, so a camera can replay the footage through
+    its own alert rules to choose a threshold for a false-alert rate (offline/scoring/alert_rules.py).
     """
 
     components: dict[str, tuple[float, float]] = {}
     robust: dict[str, tuple[float, float]] = {}
     z_quantiles: dict[str, float] = {}
     score_quantiles: dict[str, float] = {}
+    score_trace: dict[str, list[float | None]] = {}
     frames: int = 0
 
 

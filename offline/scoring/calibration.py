@@ -45,7 +45,10 @@ def calibration_from_raw(
         fs = build_frame_scorer(scoring, partial, available)
         scores.append(fs.update({c: raw.get(c) for c in COMPONENTS})[0]["score"])
     allscores = np.concatenate(scores)
-    return partial.model_copy(update={"score_quantiles": {str(q): float(np.nanquantile(allscores, q)) for q in QUANTILES}})
+    trace = {str(cid): [round(float(v), 4) if np.isfinite(v) else None for v in s] for cid, s in zip(per_clip, scores)}
+    return partial.model_copy(update={
+        "score_quantiles": {str(q): float(np.nanquantile(allscores, q)) for q in QUANTILES}, "score_trace": trace,
+    })
 
 
 def calibrate(detector, windows, batch: int = 8) -> Calibration:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from streaming.alerts import AlertTracker
+from offline.scoring.alert_rules import AlertTracker
 from streaming.events import EventStore, EventStoreError
 from streaming.camera_alerts import CameraAlerts
 from streaming.snapshot import (

@@ -57,6 +57,10 @@ def test_calibration_records_the_anchor(calibration, footage):
     assert {"0.5", str(SPEC.calibration_quantile)} <= set(calibration.z_quantiles)
     assert calibration.score_quantiles["0.5"] == pytest.approx(0.5, abs=0.02)
     assert calibration.score_quantiles[str(SPEC.calibration_quantile)] == pytest.approx(SPEC.threshold, abs=0.02)
+    # the replayable trace: every footage frame in stream order, the same scores the quantiles summarise
+    assert {k: len(v) for k, v in calibration.score_trace.items()} == {k: len(r["w1"]) for k, r in footage.items()}
+    trace = np.concatenate([np.asarray(v, dtype=float) for v in calibration.score_trace.values()])
+    assert np.nanquantile(trace, 0.5) == pytest.approx(calibration.score_quantiles["0.5"], abs=1e-3)
 
 
 @pytest.mark.parametrize("quantile, threshold", [(0.99, 0.9), (0.95, 0.8), (0.999, 0.97)])

@@ -1,4 +1,4 @@
-"""streaming/alerts.py: the alert state machine on scripted score sequences (10 frames per second)."""
+"""offline/scoring/alert_rules.py: the alert state machine on scripted score sequences (10 frames per second)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from streaming.alerts import AlertTracker
+from offline.scoring.alert_rules import AlertRules, AlertTracker, count_alerts, threshold_for_rate
 
 FPS = 10.0
 
@@ -150,3 +150,61 @@ def test_noisy_stream_gives_one_alert_per_anomalous_segment():
         assert b / FPS <= c.end_s <= b / FPS + 0.5
         assert a <= c.peak_frame < b
         assert c.peak_score == pytest.approx(scores[a:b].max())
+
+
+# --- thresholds for a false-alert rate -------------------------------------------------------------------------
+
+def _normal_scores(seconds: float, fps: float, seed: int) -> np.ndarray:
+    """A stationary, autocorrelated score process like a normal scene's (AR(1) through a logistic)."""
+    rng = np.random.default_rng(seed)
+    n, phi = int(seconds * fps), 0.9
+    x = np.empty(n)
+    x[0] = 0.0
+    e = rng.normal(0.0, 1.5 * np.sqrt(1 - phi**2), n)
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_count_alerts_replays_the_rules_per_trace():
+    fps = 10.0
+    trace = np.full(200, 0.3)
+    trace[20:40] = 0.95  # 2 s high: one alert
+    trace[100:102] = 0.95  # 0.2 s: too short for min_duration 0.5 s
+    rules = AlertRules(min_duration_s=0.5, hysteresis=0.1, close_after_s=1.0)
+    assert count_alerts([trace], fps, 0.9, rules) == 1
+    assert count_alerts([trace, trace], fps, 0.9, rules) == 2
+    assert count_alerts([trace], fps, 0.96, rules) == 0
+    assert count_alerts([trace], fps, 0.2, rules) == 1  # always high: one alert that never closes
+
+
+def test_threshold_for_rate_holds_on_unseen_footage_of_the_same_scene():
+    """Chosen on one hour of normal scores, the rate on another hour is within a factor of 2 of the target."""
+    fps, rules = 5.0, AlertRules(min_duration_s=0.5, hysteresis=0.1, close_after_s=1.0)
+    calibration, unseen = _normal_scores(3600, fps, seed=1), _normal_scores(3600, fps, seed=2)
+    for target in (5.0, 20.0, 60.0):
+        choice = threshold_for_rate({"cal": calibration}, fps, target, rules)
+        assert choice.resolved and choice.expected_per_hour <= target
+        assert 0.5 <= choice.threshold < 0.999
+        measured = count_alerts([unseen], fps, choice.threshold, rules)
+        assert target / 2 <= measured <= target * 2, (target, choice, measured)
+        # the lowest such threshold: one score level lower would exceed the target on the calibration footage
+        below = np.max(calibration[calibration < choice.threshold])
+        assert count_alerts([calibration], fps, float(below), rules) > target
+
+
+def test_threshold_for_rate_on_footage_too_short_to_resolve_the_target_says_so():
+    fps = 5.0
+    short = _normal_scores(120, fps, seed=3)  # two minutes cannot show 1 alert per hour
+    choice = threshold_for_rate([short], fps, 1.0)
+    assert not choice.resolved
+    assert choice.expected_per_hour == 0 and choice.bound_per_hour == pytest.approx(30.0)
+    assert count_alerts([short], fps, choice.threshold) == 0
+    assert choice.threshold <= short.max() + 1e-12
+
+
+def test_threshold_for_rate_rejects_bad_input():
+    with pytest.raises(ValueError, match="max_false_alerts_per_hour"):
+        threshold_for_rate([[0.5]], 5.0, -1.0)
+    with pytest.raises(ValueError, match="no calibration footage"):
+        threshold_for_rate([], 5.0, 1.0)

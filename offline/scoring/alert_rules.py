@@ -6,12 +6,19 @@ threshold, so a confirmed alert covers its whole anomalous stretch; its peak (sc
 tracked from that moment on. `update` returns the events to persist: "opened", "peak" (a higher score
 while open) and "closed". After `update`, `new_peak` tells the caller that the frame just given is the
 alert's peak so far (pending or open), i.e. the moment to render and keep a snapshot.
+
+`count_alerts` replays a score trace through these rules; `threshold_for_rate` picks the lowest threshold whose
+replay on a scene's normal calibration footage opens at most a target number of alerts per hour, so an operator
+can ask for "at most N false alerts an hour" instead of a bare number.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 EventKind = Literal["opened", "peak", "closed"]
 
@@ -137,3 +144,79 @@ class AlertTracker:
         self._reset()
         self.new_peak = False
         return events
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """The rules a camera's alerts follow (alerts.* in the service config), for replaying footage offline."""
+
+    min_duration_s: float = 0.5
+    hysteresis: float = 0.1
+    close_after_s: float = 1.0
+
+
+def count_alerts(traces: Sequence[Sequence[float]], fps: float, threshold: float, rules: AlertRules = AlertRules()) -> int:
+    """How many alerts open when each trace (one clip's normalised scores in stream order, NaN = not scored) is
+    replayed at `fps` through the alert rules; every trace starts idle."""
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    n = 0
+    for trace in traces:
+        tracker = AlertTracker(threshold, rules.min_duration_s, rules.hysteresis, rules.close_after_s)
+        for i, s in enumerate(np.asarray(trace, dtype=np.float64)):  # None -> NaN: not scored
+            n += sum(ev.kind == "opened" for ev in tracker.update(i / fps, float(s), i))
+    return n
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold chosen for a target false-alert rate, and what the footage says about it.
+
+    expected_per_hour: the rate measured on the footage at `threshold`; when the footage is too short to resolve
+    the target (`resolved` False: fewer than one alert's worth of footage), the threshold is the lowest with no
+    alert at all and the true rate is only known to lie below `bound_per_hour` (one alert in the footage).
+    """
+
+    threshold: float
+    target_per_hour: float
+    expected_per_hour: float
+    bound_per_hour: float
+    footage_s: float
+    resolved: bool
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def threshold_for_rate(
+    traces: Mapping[str, Sequence[float]] | Sequence[Sequence[float]], fps: float, max_per_hour: float,
+    rules: AlertRules = AlertRules(), floor: float = 0.5, ceiling: float = 0.999,
+) -> ThresholdChoice:
+    """The lowest threshold in [floor, ceiling] at which replaying the normal footage opens at most `max_per_hour`
+    alerts an hour (the rate falls as the threshold rises; a bisection over the footage's own score levels)."""
+    if not max_per_hour >= 0:
+        raise ValueError(f"max_false_alerts_per_hour must be >= 0, got {max_per_hour}")
+    seqs = [np.asarray(t, dtype=np.float64) for t in (traces.values() if isinstance(traces, Mapping) else traces)]
+    frames = sum(len(t) for t in seqs)
+    if frames == 0:
+        raise ValueError("no calibration footage to choose a threshold on (the bundle has no score trace)")
+    footage_s = frames / fps
+    allowed = math.floor(max_per_hour * footage_s / 3600.0)  # alerts the footage may show
+    finite = np.concatenate(seqs)
+    finite = finite[np.isfinite(finite)]
+    levels = np.unique(np.clip(np.concatenate([finite, [floor, ceiling]]), floor, ceiling))
+    lo, hi = 0, len(levels) - 1  # invariant: levels[hi] satisfies the target (or is the ceiling)
+    if count_alerts(seqs, fps, float(levels[0]), rules) <= allowed:
+        hi = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count_alerts(seqs, fps, float(levels[mid]), rules) <= allowed:
+            hi = mid
+        else:
+            lo = mid
+    threshold = float(levels[hi])  # any threshold in (levels[hi - 1], levels[hi]] flags the same frames
+    n = count_alerts(seqs, fps, threshold, rules)
+    return ThresholdChoice(
+        threshold=threshold, target_per_hour=float(max_per_hour), expected_per_hour=n * 3600.0 / footage_s,
+        bound_per_hour=3600.0 / footage_s, footage_s=footage_s, resolved=allowed >= 1,
+    )
