@@ -173,8 +173,9 @@ class ThresholdChoice:
     """A threshold chosen for a target false-alert rate, and what the footage says about it.
 
     expected_per_hour: the rate measured on the footage at `threshold`; when the footage is too short to resolve
-    the target (`resolved` False: fewer than one alert's worth of footage), the threshold is the lowest with no
-    alert at all and the true rate is only known to lie below `bound_per_hour` (one alert in the footage).
+    the target (`resolved` False: fewer than one alert's worth of footage), the threshold lies just above the
+    footage's highest score (no frame of it even pending) and the true rate is only known to lie below
+    `bound_per_hour` (one alert in the footage).
     """
 
     threshold: float
@@ -215,6 +216,9 @@ def threshold_for_rate(
         else:
             lo = mid
     threshold = float(levels[hi])  # any threshold in (levels[hi - 1], levels[hi]] flags the same frames
+    if allowed < 1:  # zero alerts in short footage says little: stay above every score it showed
+        threshold = float(np.nextafter(finite.max(), np.inf)) if finite.size else ceiling
+    threshold = min(max(threshold, floor), ceiling)
     n = count_alerts(seqs, fps, threshold, rules)
     return ThresholdChoice(
         threshold=threshold, target_per_hour=float(max_per_hour), expected_per_hour=n * 3600.0 / footage_s,

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,6 +78,11 @@ class ScoringSpec(_Strict):
     reduction_temporal: Literal["frame", "block_max"] = "frame"
     block: int = Field(16, ge=1, description="block side in pixels at the model's input size (block_max)")
     threshold: float = Field(0.9, gt=0.5, lt=1, description="the score the calibration quantile maps to: the default alert threshold")
+    alert_threshold: float | None = Field(
+        None, ge=0.5, lt=1,
+        description="the alert threshold `vad learn` chose for a false-alert rate on the calibration footage (None: threshold); "
+        "unlike `threshold` it does not change the scores",
+    )
     calibration_quantile: float = Field(0.99, gt=0.5, lt=1)
     adapt_halflife: float = Field(3000.0, gt=0, description="frames for the calibrated location to move half-way to a new level")
     adapt_gate: float = Field(0.75, gt=0, le=1, description="only frames scored below this teach the normaliser")
@@ -227,6 +232,21 @@ def save_bundle(
     )
     (path / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n")
     return path
+
+
+def update_scoring(path: str | Path, **fields: Any) -> BundleConfig:
+    """Change fields of a written bundle's ScoringSpec in place (validated; the weights and their checksum stay)."""
+    path = Path(path)
+    config = read_bundle_config(path)
+    try:
+        scoring = ScoringSpec.model_validate({**config.scoring.model_dump(), **fields})
+    except ValidationError as exc:
+        raise BundleError(format_validation_error(exc, f"{path / CONFIG_FILE}: scoring")) from None
+    config = config.model_copy(update={"scoring": scoring})
+    tmp = path / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    tmp.replace(path / CONFIG_FILE)
+    return config
 
 
 def read_bundle_config(path: str | Path) -> BundleConfig:

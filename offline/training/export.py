@@ -122,15 +122,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set a field of the bundle's scoring spec, e.g. --scoring hop=8 --scoring reduction_temporal=block_max")
 
 
+def parse_scoring(items: list[str]) -> dict:
+    """`--scoring KEY=VALUE` items -> {key: YAML value}; ValueError naming a malformed item."""
+    scoring = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--scoring {item!r}: expected KEY=VALUE, e.g. hop=8")
+        scoring[key.strip()] = yaml.safe_load(value)
+    return scoring
+
+
 def run(args: argparse.Namespace) -> int:
     """`vad export`: write the bundle of the given runs and print its weights; exit status 2 on a bad run."""
     try:
-        scoring = {}
-        for item in args.scoring:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--scoring {item!r}: expected KEY=VALUE, e.g. hop=8")
-            scoring[key.strip()] = yaml.safe_load(value)
+        scoring = parse_scoring(args.scoring)
         path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch, scoring=scoring)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,220 @@
+"""`vad learn`: one scene's normal footage -> a calibrated bundle, measured on footage it never saw.
+
+The camera owner's path from recordings to a model (issue 14): the footage's clips (a folder `vad train --data`
+reads, e.g. `vad record`'s segments) are split by time: the last `eval_fraction` of the clips is kept for the
+evaluation, the rest trains the spatial autoencoder with a named schedule (`vad train --schedule`) and calibrates
+the bundle on each training clip's held-out tail (`vad export`). The evaluation streams the unseen clips through the
+bundle exactly as a camera would (offline.evaluate.stream_clip) and replays the scores through the alert rules:
+score quantiles and false alerts per hour at the bundle's threshold. With `max_false_alerts_per_hour`, the alert
+threshold is chosen on the calibration footage (offline.scoring.alert_rules.threshold_for_rate) and stored in the
+bundle as `scoring.alert_threshold`. Everything measured goes into the bundle's `learn.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from offline.scoring.alert_rules import AlertRules, count_alerts, threshold_for_rate
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "learn.json"
+QUANTILES = (0.5, 0.9, 0.99, 1.0)
+CALIBRATION_FRACTION = 0.25  # of each training clip; a threshold for N alerts/hour needs minutes of calibration
+
+
+class LearnError(ValueError):
+    """The footage cannot be learned from (too little of it, unreadable); the message names the folder."""
+
+
+@dataclass
+class LearnResult:
+    """Where the bundle went and what the unseen footage says about it (also written as learn.json)."""
+
+    bundle: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def split_clips(clips: list, eval_fraction: float) -> tuple[list, list]:
+    """(train, eval) by time: clips sorted by id (recordings are numbered in time order); the eval clips are the
+    last ones making up at least `eval_fraction` of the frames, at least one clip kept for training."""
+    if not 0 <= eval_fraction < 1:
+        raise LearnError(f"eval_fraction must lie in [0, 1), got {eval_fraction}")
+    ordered = sorted(clips, key=lambda c: c.id)
+    if eval_fraction == 0 or len(ordered) < 2:
+        return ordered, []
+    total = sum(c.num_frames for c in ordered)
+    held, frames = [], 0
+    while len(ordered) > 1 and frames < eval_fraction * total:
+        clip = ordered.pop()
+        held.insert(0, clip)
+        frames += clip.num_frames
+    return ordered, held
+
+
+def evaluate_unseen(detector, clips: list, rules: AlertRules, thresholds: dict[str, float], progress: bool = True) -> dict:
+    """Stream each unseen normal clip through the bundle as a camera does; quantiles and false alerts per hour."""
+    from tqdm import tqdm
+
+    from offline.data.readers import read_frames
+    from offline.evaluate import stream_clip
+
+    traces, seconds = [], 0.0
+    for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress, leave=False):
+        frames = np.stack(list(read_frames(clip, size=detector.config.input.size)))
+        traces.append((stream_clip(detector, frames)["score"], clip.fps))
+        seconds += len(frames) / clip.fps
+    scores = np.concatenate([t for t, _ in traces])
+    scored = scores[np.isfinite(scores)]
+    out: dict[str, Any] = {
+        "clips": [c.id for c in clips], "seconds": round(seconds, 1), "frames_scored": int(scored.size),
+        "score_quantiles": {str(q): round(float(np.quantile(scored, q)), 4) for q in QUANTILES} if scored.size else {},
+        "false_alerts": {},
+    }
+    for name, thr in thresholds.items():
+        n = sum(count_alerts([t], fps, thr, rules) for t, fps in traces)
+        out["false_alerts"][name] = {"threshold": round(thr, 4), "alerts": n, "per_hour": round(n * 3600.0 / seconds, 2)}
+    return out
+
+
+def learn(
+    data: str | Path, out: str | Path, *, schedule: str = "cpu", eval_fraction: float = 0.2,
+    max_false_alerts_per_hour: float | None = None, rules: AlertRules = AlertRules(), fps: float | None = None,
+    overrides: dict[str, Any] | None = None, scoring: dict[str, Any] | None = None, work_dir: str | Path | None = None,
+    progress: bool = True, on_stage: Callable[[str, float], None] | None = None,
+) -> LearnResult:
+    """Train, export and evaluate a bundle of the scene in `data`; see the module docstring.
+
+    Args:
+        schedule: a `vad train --schedule` name; `overrides` (SECTION.KEY -> value) win over it.
+        fps: the camera's analysis rate for replaying the calibration footage (None: the footage's own rate).
+        scoring: fields of the bundle's ScoringSpec (hop, reductions, ...), as `vad export --scoring`.
+        work_dir: where the training run goes (default: `out` + ".run"); kept, so a stopped learn can be inspected.
+        on_stage: called with (stage name, fraction done) as the job moves on (for a job's progress).
+    """
+    from offline.config import ConfigError, load_config
+    from offline.data.readers import open_dataset
+    from offline.scoring.bundle import update_scoring
+    from offline.scoring.detector import Detector
+    from offline.training.ae_loop import train_autoencoder
+    from offline.training.cli import SCHEDULES
+    from offline.training.export import export
+
+    stage = on_stage or (lambda name, done: None)
+    data, out = Path(data), Path(out)
+    if schedule not in SCHEDULES:
+        raise LearnError(f"schedule {schedule!r}: unknown (valid: {', '.join(sorted(SCHEDULES))})")
+    work = Path(work_dir) if work_dir else out.with_name(out.name + ".run")
+    t0 = time.monotonic()
+    stage("reading footage", 0.0)
+    try:
+        dataset = open_dataset(data)
+    except Exception as exc:  # DataError and decoder errors name the file
+        raise LearnError(f"{data}: cannot read the footage: {exc}") from exc
+    clips = list(dataset.train) + list(dataset.test)
+    if not clips:
+        raise LearnError(f"{data}: no clips found")
+    train_clips, eval_clips = split_clips(clips, eval_fraction)
+    try:
+        cfg = load_config(None, {
+            **SCHEDULES[schedule], "data.root": str(data), "data.clips": [c.id for c in train_clips],
+            "train.target": "spatial", "train.out_dir": str(work / "spatial"),
+            "train.holdout_fraction": CALIBRATION_FRACTION, **(overrides or {}),
+        })
+    except ConfigError as exc:
+        raise LearnError(str(exc)) from exc
+    stage("training", 0.05)
+    result = train_autoencoder(cfg, progress=progress)
+    if result.stopped:
+        raise LearnError(f"training stopped at step {result.step} (resumable in {work / 'spatial'})")
+    train_s = time.monotonic() - t0
+    stage("calibrating", 0.8)
+    export(work / "spatial", out, scoring=scoring)
+    detector = Detector.load(out, "cpu")
+    calibration = detector.config.calibration
+    if calibration is None or not calibration.score_trace:
+        raise LearnError(f"{data}: no held-out calibration footage (train.holdout_fraction={cfg.train.holdout_fraction})")
+    replay_fps = fps or float(np.median([c.fps for c in train_clips]))
+    report: dict[str, Any] = {
+        "data": str(data), "schedule": schedule, "train_clips": [c.id for c in train_clips],
+        "train_minutes": round(train_s / 60.0, 2), "steps": result.step, "epochs": result.epoch,
+        "calibration": {"frames": calibration.frames, "score_quantiles": calibration.score_quantiles},
+        "rules": rules.__dict__, "replay_fps": replay_fps,
+    }
+    thresholds = {"bundle": detector.config.scoring.threshold}
+    if max_false_alerts_per_hour is not None:
+        choice = threshold_for_rate(calibration.score_trace, replay_fps, max_false_alerts_per_hour, rules)
+        update_scoring(out, alert_threshold=choice.threshold)
+        report["threshold_choice"] = choice.to_dict()
+        thresholds["chosen"] = choice.threshold
+        detector = Detector.load(out, "cpu")
+    stage("evaluating", 0.9)
+    if eval_clips:
+        report["unseen"] = evaluate_unseen(detector, eval_clips, rules, thresholds, progress)
+    else:
+        report["unseen"] = None
+        report["unseen_reason"] = f"{data}: one clip only; record several segments to measure the bundle on unseen footage"
+    report["total_minutes"] = round((time.monotonic() - t0) / 60.0, 2)
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    stage("done", 1.0)
+    return LearnResult(out, report)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vad learn`'s arguments."""
+    parser.add_argument("--data", type=Path, required=True, help="the scene's normal footage (a folder `vad train --data` reads)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--schedule", default="cpu", help="training schedule: cpu (default), tiny, paper (GPU)")
+    parser.add_argument("--eval-fraction", type=float, default=0.2, help="last part of the footage kept unseen, for the evaluation")
+    parser.add_argument("--max-false-alerts-per-hour", type=float, help="choose the alert threshold for this rate on the calibration footage")
+    parser.add_argument("--fps", type=float, help="the camera's analysis rate (default: the footage's)")
+    parser.add_argument("--min-duration-s", type=float, default=AlertRules.min_duration_s)
+    parser.add_argument("--hysteresis", type=float, default=AlertRules.hysteresis)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a training config field (as vad train --set)")
+    parser.add_argument("--scoring", action="append", default=[], metavar="KEY=VALUE", help="a bundle scoring field (as vad export --scoring)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`vad learn`: print the bundle and what the unseen footage says; 2 on bad input."""
+    from offline.training.cli import parse_overrides
+    from offline.training.export import parse_scoring
+
+    try:
+        result = learn(
+            args.data, args.out, schedule=args.schedule, eval_fraction=args.eval_fraction,
+            max_false_alerts_per_hour=args.max_false_alerts_per_hour, fps=args.fps,
+            rules=AlertRules(min_duration_s=args.min_duration_s, hysteresis=args.hysteresis),
+            overrides=parse_overrides(args.overrides), scoring=parse_scoring(args.scoring), progress=not args.no_progress,
+        )
+    except (LearnError, FileNotFoundError, ValueError) as exc:  # ConfigError and DataError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(result))
+    return 0
+
+
+def summary(result: LearnResult) -> str:
+    """A few lines a person reads after `vad learn`."""
+    r = result.report
+    lines = [f"bundle {result.bundle} ({r['schedule']} schedule, {r['train_minutes']} min training)"]
+    if "threshold_choice" in r:
+        c = r["threshold_choice"]
+        rate = f"{c['expected_per_hour']}/h" if c["resolved"] else f"< {c['bound_per_hour']}/h (footage too short to resolve the target)"
+        lines.append(f"alert threshold {c['threshold']} for at most {c['target_per_hour']} false alerts/h: {rate} on calibration footage")
+    if r.get("unseen"):
+        u = r["unseen"]
+        rates = ", ".join(f"{k} {v['threshold']}: {v['per_hour']}/h" for k, v in u["false_alerts"].items())
+        lines.append(f"unseen footage ({u['seconds']} s): score quantiles {u['score_quantiles']}; false alerts {rates}")
+    else:
+        lines.append(r.get("unseen_reason", ""))
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""offline/learn.py: `vad learn` on real footage cut into recording-like segments (vtest, normal pedestrians)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from offline.cli import main as vad
+from offline.data.decode import decode_video
+from offline.data.encode import write_video
+from offline.learn import REPORT_FILE, LearnError, learn, split_clips
+from offline.scoring.alert_rules import AlertRules, count_alerts
+from offline.scoring.bundle import load_bundle
+
+FAST = {"train.epochs": 1, "pa.spatial": "none"}
+
+
+@pytest.fixture(scope="module")
+def footage(vtest, tmp_path_factory):
+    """The first 24 s of vtest (10 fps, 640x480 -> 160x120) as 4 segments, like `vad record`'s."""
+    root = tmp_path_factory.mktemp("footage")
+    frames = []
+    for i, f in enumerate(decode_video(vtest)):
+        if i >= 240:
+            break
+        frames.append(f[::4, ::4])
+    for i, part in enumerate(np.array_split(np.stack(frames), 4)):
+        write_video(part, root / f"segment-{i:03d}.mp4", 10.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def learned(footage, tmp_path_factory):
+    out = tmp_path_factory.mktemp("learned") / "bundle"
+    return learn(footage, out, schedule="tiny", eval_fraction=0.25, max_false_alerts_per_hour=600.0,
+                 overrides=FAST, progress=False)
+
+
+def test_split_keeps_the_last_clips_unseen(footage):
+    from offline.data.readers import open_dataset
+
+    clips = list(open_dataset(footage).train)
+    train, held = split_clips(clips, 0.25)
+    assert [c.id for c in train] == ["segment-000", "segment-001", "segment-002"]
+    assert [c.id for c in held] == ["segment-003"]
+    assert split_clips(clips[:1], 0.5) == (clips[:1], [])  # one clip: nothing can be held out
+    with pytest.raises(LearnError, match="eval_fraction"):
+        split_clips(clips, 1.0)
+
+
+def test_learn_writes_a_calibrated_bundle_measured_on_footage_it_never_saw(learned):
+    bundle = load_bundle(learned.bundle)
+    report = json.loads((learned.bundle / REPORT_FILE).read_text())
+    assert report == json.loads(json.dumps(learned.report))
+    assert report["train_clips"] == ["segment-000", "segment-001", "segment-002"]
+    assert report["unseen"]["clips"] == ["segment-003"]
+    assert 5.0 < report["unseen"]["seconds"] < 7.0
+    cal = bundle.config.calibration
+    assert cal.frames >= 32 and cal.score_quantiles["0.5"] == pytest.approx(0.5, abs=0.05)
+    # the chosen threshold is stored beside (not instead of) the normaliser's anchor, and is the one replayed
+    choice = report["threshold_choice"]
+    assert bundle.config.scoring.alert_threshold == pytest.approx(choice["threshold"])
+    assert bundle.config.scoring.threshold == 0.9
+    traces = [np.asarray(v, dtype=float) for v in cal.score_trace.values()]
+    rules = AlertRules(**report["rules"])
+    assert count_alerts(traces, report["replay_fps"], choice["threshold"], rules) * 3600 / choice["footage_s"] \
+        == pytest.approx(choice["expected_per_hour"])
+    unseen = report["unseen"]
+    assert set(unseen["false_alerts"]) == {"bundle", "chosen"}
+    q = unseen["score_quantiles"]
+    assert 0 <= q["0.5"] <= q["0.9"] <= q["0.99"] <= q["1.0"] <= 1
+
+
+def test_vad_learn_cli_names_a_folder_without_footage(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert vad(["learn", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "b"), "--schedule", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty") in err
+    assert vad(["learn", "--data", str(tmp_path), "--out", str(tmp_path / "b"), "--schedule", "nope"]) == 2
+    assert "schedule 'nope'" in capsys.readouterr().err
+
+
+def test_vad_learn_cli_on_one_clip_says_why_there_is_no_evaluation(footage, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "segment-000.mp4").symlink_to(footage / "segment-000.mp4")
+    code = vad(["learn", "--data", str(one), "--out", str(tmp_path / "b"), "--schedule", "tiny", "--no-progress",
+                "--set", "train.epochs=1", "--set", "pa.spatial=none"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "one clip only" in out and str(tmp_path / "b") in out
+    assert json.loads((tmp_path / "b" / REPORT_FILE).read_text())["unseen"] is None
