@@ -1,16 +1,19 @@
 """`vad demo-bundle`: build the demo model bundle reproducibly from the built-in demo feed's normal part.
 
-The bundle is small enough for a 2-core CPU: a spatial autoencoder with the paper's layout but narrow
-channels, at 64x64, no temporal AE (TV-L1 flow costs ~0.3 s per frame pair on such a CPU) and no
-discriminator. Training frames go through the streaming path itself (demo feed at 25 fps -> FrameResampler
-to the analysis rate -> resize), so the model sees exactly what the service will feed it. Windows
-containing the feed's anomaly (a vehicle crossing) are left out of training; a later stretch with anomalies
-measures the bundle (frame AUC, stored in the bundle's notes). Same seed and torch build -> same weights.
+The demo scene is learned the way a camera owner's scene is: its normal stretches are written as recording
+segments and handed to `vad learn` (offline/learn.py: the same training, export and calibration code). The bundle
+is small enough for a 2-core CPU: a spatial autoencoder with the paper's layout but narrow channels, at 64x64, no
+temporal AE (TV-L1 flow costs ~0.3 s per frame pair on such a CPU) and no discriminator. Frames go through the
+streaming path itself (demo feed at 25 fps -> FrameResampler to the analysis rate -> resize), so the model sees
+exactly what the service will feed it. Stretches containing the feed's anomaly (a vehicle crossing) are left out;
+a later stretch with anomalies measures the bundle as a camera scores it (frame AUC in the bundle's learn.json).
+Same seed and torch build -> same weights.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,14 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline.models.autoencoder import Autoencoder
-from offline.scoring.bundle import InputSpec, ScoringSpec, save_bundle
-from offline.scoring.calibration import calibration_from_raw
 from offline.data.decode import resize
-from offline.scoring.evidence import frame_psnr
 from streaming.demo_feed import DemoFeed
 from streaming.ring_buffer import FrameResampler
-from streaming.batching import to_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +45,6 @@ def demo_frames(seconds: float, fps: float, size: int, seed: int = 0, start_s: f
     return np.stack(frames), np.asarray(labels, dtype=bool)
 
 
-def normal_windows(frames: np.ndarray, labels: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """Start indices of windows with no anomalous frame."""
-    starts = [s for s in range(0, len(frames) - window + 1, stride) if not labels[s : s + window].any()]
-    return np.asarray(starts, dtype=np.int64)
-
-
-def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC by the rank statistic (ties averaged)."""
-    pos, neg = scores[labels], scores[~labels]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    allv = np.concatenate([pos, neg])
-    for v in np.unique(allv):  # average ranks of ties
-        m = allv == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     """Run a block with `n` torch CPU threads, then restore the caller's setting (None: leave it)."""
@@ -81,14 +57,17 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-@torch.no_grad()
-def _psnr(model: Autoencoder, windows: np.ndarray, batch: int = 16) -> np.ndarray:
-    """(N, T, H, W, 3) uint8 windows -> (N, T) PSNR of the model's reconstruction."""
-    out = []
-    for s in range(0, len(windows), batch):
-        x = to_model_input(list(windows[s : s + batch]))
-        out.append(frame_psnr(model(x), x).numpy())
-    return np.concatenate(out)
+def normal_runs(labels: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """[start, end) of every stretch without the anomaly that is at least `min_len` frames long."""
+    runs, start = [], None
+    for i, bad in enumerate(np.append(labels, True)):
+        if not bad and start is None:
+            start = i
+        elif bad and start is not None:
+            if i - start >= min_len:
+                runs.append((start, i))
+            start = None
+    return runs
 
 
 def build_demo_bundle(
@@ -105,69 +84,53 @@ def build_demo_bundle(
     lr: float = 1e-3,
     threads: int | None = 1,
 ) -> Path:
-    """Train the demo spatial AE on the demo feed's normal part and write a bundle; returns its path.
+    """Learn the demo scene with `vad learn` (tiny schedule) from the demo feed's normal stretches; returns the path.
+
+    The feed's normal stretches between vehicle crossings are written as recording segments (frames as the service
+    sees them), then offline.learn trains, exports and calibrates exactly as for a real camera.
 
     Args:
         fps / size: the analysis frame rate and input size the bundle is built for (the camera's `fps`).
-        train_seconds: seconds of feed used; windows with the anomaly are excluded, the last 20% of normal
-            windows are held out for calibration.
-        steps, batch_size, lr: Adam on the plain reconstruction loss (lr above the paper's 1e-4 to train in ~20 s).
+        train_seconds: seconds of feed used; its normal stretches are the footage (25 % of each calibrates).
+        steps, batch_size, lr: the training steps (plain reconstruction, no pseudo-anomalies: the demo scene is
+            simple and the build must take seconds).
         threads: torch CPU threads. 1 by default: the weights depend on it (float sums), and on a busy 2-core
             machine two OpenMP threads spin against other processes (measured 150 s instead of 14 s).
     """
-    t0 = time.monotonic()
-    with torch_threads(threads):
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        frames, labels = demo_frames(train_seconds, fps, size, seed=0)
-        starts = normal_windows(frames, labels, window, stride=2)
-        cut = int(len(starts) * 0.8)
-        train, hold = starts[:cut], starts[cut:][:: window // 2]
-        logger.info("demo bundle: %d training and %d held-out windows from %.0f s of feed", len(train), len(hold), train_seconds)
-        model = Autoencoder(3, channels)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        model.train()
-        for step in range(steps):
-            pick = rng.choice(train, size=batch_size, replace=False)
-            x = to_model_input([frames[s : s + window] for s in pick])
-            loss = torch.mean((model(x) - x) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step % 100 == 0 or step == steps - 1:
-                logger.info("demo bundle: step %d/%d loss %.5f", step + 1, steps, loss.item())
-        model.eval()
+    from offline.auc import micro_auc
+    from offline.data.encode import write_video
+    from offline.evaluate import stream_clip
+    from offline.learn import learn
+    from offline.scoring.detector import Detector
 
-        held = _psnr(model, np.stack([frames[s : s + window] for s in hold]))
-        scoring = ScoringSpec(weights=(1.0, 0.0, 0.0), normaliser="calibrated", running_halflife=600.0, running_warmup=16)
-        calibration = calibration_from_raw({"demo": {"w1": -held.reshape(-1), "w2": None, "w3": None}}, scoring, (True, False, False))
-        # A later stretch with three vehicle crossings measures the bundle (not used for anything else).
+    t0 = time.monotonic()
+    path = Path(path)
+    work = path.with_name(path.name + ".build")
+    with torch_threads(threads):
+        frames, labels = demo_frames(train_seconds, fps, size, seed=0)
+        runs = normal_runs(labels, 2 * window)
+        for i, (a, b) in enumerate(runs):
+            write_video(frames[a:b], work / "footage" / f"segment-{i:03d}.mp4", fps)
+        logger.info("demo bundle: %d normal segments (%d frames) from %.0f s of feed", len(runs),
+                    sum(b - a for a, b in runs), train_seconds)
+        overrides = {
+            "data.size": size, "data.window": window, "data.train_stride": 2, "model.channels": list(channels),
+            "train.epochs": 1000, "train.max_steps": steps, "train.batch_size": batch_size, "train.lr": lr,
+            "train.seed": seed, "pa.spatial": "none",
+        }
+        result = learn(work / "footage", path, schedule="tiny", eval_fraction=0.0, fps=fps, overrides=overrides,
+                       scoring={"normaliser": "calibrated"}, work_dir=work / "run", progress=False)
+        # A later stretch with three vehicle crossings measures the bundle as the service scores it.
         test, test_labels = demo_frames(60.0, fps, size, seed=0, start_s=train_seconds)
-        n = len(test) // window * window
-        test_psnr = _psnr(model, test[:n].reshape(-1, window, *test.shape[1:])).reshape(-1)
-        auc = frame_auc(-test_psnr, test_labels[:n])
-        out = save_bundle(
-            path,
-            model,
-            input_spec=InputSpec(size=size, window=window),
-            scoring=scoring,
-            calibration=calibration,
-            discriminator_status="off: demo bundle (spatial AE only)",
-            notes={
-                "demo": True,
-                "source": DEMO_URL,
-                "analysis_fps": fps,
-                "seed": seed,
-                "channels": list(channels),
-                "steps": steps,
-                "final_loss": loss.item(),
-                "test_frame_auc": auc,
-                "train_seconds": train_seconds,
-                "build_s": round(time.monotonic() - t0, 1),
-            },
-        )
-        logger.info("demo bundle written to %s (test frame AUC %.3f, %.0f s)", out, auc, time.monotonic() - t0)
-        return out
+        scores = stream_clip(Detector.load(path, "cpu"), test)["score"]
+        scored = np.isfinite(scores)
+        auc = micro_auc({"demo": scores[scored]}, {"demo": test_labels[scored]})
+    demo = {"demo": True, "source": DEMO_URL, "analysis_fps": fps, "seed": seed, "channels": list(channels),
+            "steps": steps, "test_frame_auc": auc, "train_seconds": train_seconds, "build_s": round(time.monotonic() - t0, 1)}
+    report = {**result.report, "demo": demo}
+    (path / "learn.json").write_text(json.dumps(report, indent=2))
+    logger.info("demo bundle written to %s (test frame AUC %.3f, %.0f s)", path, auc, time.monotonic() - t0)
+    return path
 
 
 def ensure_demo_bundle(path: str | Path, **kwargs) -> Path:
@@ -175,7 +138,7 @@ def ensure_demo_bundle(path: str | Path, **kwargs) -> Path:
     path = Path(path)
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return path
-    logger.warning("no model bundle at %s: building the demo bundle (about 20 s on 2 CPU cores)", path)
+    logger.warning("no model bundle at %s: building the demo bundle with vad learn (about 40 s on 2 CPU cores)", path)
     return build_demo_bundle(path, **kwargs)
 
 
@@ -195,8 +158,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}: exists (use --force to rebuild)")
         return 0
     out = build_demo_bundle(args.out, seed=args.seed, fps=args.fps, size=args.size, steps=args.steps)
-    import json
-
-    notes = json.loads((out / "config.json").read_text())["notes"]
+    notes = json.loads((out / "learn.json").read_text())["demo"]
     print(f"{out}: demo bundle written; test frame AUC {notes['test_frame_auc']:.3f}, built in {notes['build_s']} s")
     return 0

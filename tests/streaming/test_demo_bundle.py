@@ -8,7 +8,7 @@ import numpy as np
 from offline.scoring.bundle import load_bundle
 from offline.cli import main as vad_main
 from offline.scoring.detector import Detector
-from streaming.demo_bundle import demo_frames, ensure_demo_bundle, frame_auc, normal_windows
+from streaming.demo_bundle import demo_frames, ensure_demo_bundle, normal_runs
 
 
 def test_demo_bundle_is_reproducible_and_loads(tmp_path, capsys):
@@ -36,10 +36,8 @@ def test_training_windows_exclude_the_anomaly():
     frames, labels = demo_frames(45.0, 10.0, 32)
     assert frames.shape[1:] == (32, 32, 3) and abs(len(frames) - 450) <= 1
     assert labels.any() and set(np.flatnonzero(labels)) <= set(range(199, 218)) | set(range(399, 418))
-    for s in normal_windows(frames, labels, 16, 2):
-        assert not labels[s : s + 16].any()
-
-
-def test_frame_auc_matches_the_rank_definition():
-    assert frame_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)) == 0.75
-    assert frame_auc(np.array([1.0, 1.0]), np.array([0, 1], bool)) == 0.5
+    runs = normal_runs(labels, 32)
+    assert runs[0][0] == 0 and runs[-1][1] == len(frames) and len(runs) == 3
+    for a, b in runs:
+        assert b - a >= 32 and not labels[a:b].any()
+    assert normal_runs(np.array([0, 0, 1, 0, 0, 0], bool), 3) == [(3, 6)]
