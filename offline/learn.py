@@ -60,6 +60,15 @@ def split_clips(clips: list, eval_fraction: float) -> tuple[list, list]:
     return ordered, held
 
 
+def estimate_steps(cfg, clips: list) -> int:
+    """Optimiser steps the training will take (windows of each clip's trained head, per epoch; max_steps caps)."""
+    t = cfg.train
+    windows = sum(max(0, (int(c.num_frames * (1 - t.holdout_fraction)) - cfg.data.window) // cfg.data.train_stride + 1)
+                  for c in clips)
+    steps = max(1, windows // t.batch_size) * t.epochs
+    return max(1, min(steps, t.max_steps) if t.max_steps else steps)
+
+
 def evaluate_unseen(detector, clips: list, rules: AlertRules, thresholds: dict[str, float], progress: bool = True) -> dict:
     """Stream each unseen normal clip through the bundle as a camera does; quantiles and false alerts per hour."""
     from tqdm import tqdm
@@ -89,7 +98,7 @@ def learn(
     data: str | Path, out: str | Path, *, schedule: str = "cpu", eval_fraction: float = 0.2,
     max_false_alerts_per_hour: float | None = None, rules: AlertRules = AlertRules(), fps: float | None = None,
     overrides: dict[str, Any] | None = None, scoring: dict[str, Any] | None = None, work_dir: str | Path | None = None,
-    progress: bool = True, on_stage: Callable[[str, float], None] | None = None,
+    progress: bool = True, on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> LearnResult:
     """Train, export and evaluate a bundle of the scene in `data`; see the module docstring.
 
@@ -98,7 +107,7 @@ def learn(
         fps: the camera's analysis rate for replaying the calibration footage (None: the footage's own rate).
         scoring: fields of the bundle's ScoringSpec (hop, reductions, ...), as `vad export --scoring`.
         work_dir: where the training run goes (default: `out` + ".run"); kept, so a stopped learn can be inspected.
-        on_stage: called with (stage name, fraction done) as the job moves on (for a job's progress).
+        on_progress: called with {"stage", "fraction", "step"} as the work moves on (a job's progress).
     """
     from offline.config import ConfigError, load_config
     from offline.data.readers import open_dataset
@@ -108,7 +117,10 @@ def learn(
     from offline.training.cli import SCHEDULES
     from offline.training.export import export
 
-    stage = on_stage or (lambda name, done: None)
+    def stage(name: str, fraction: float, step: int | None = None) -> None:
+        if on_progress is not None:
+            on_progress({"stage": name, "fraction": round(fraction, 3), "step": step})
+
     data, out = Path(data), Path(out)
     if schedule not in SCHEDULES:
         raise LearnError(f"schedule {schedule!r}: unknown (valid: {', '.join(sorted(SCHEDULES))})")
@@ -131,8 +143,10 @@ def learn(
         })
     except ConfigError as exc:
         raise LearnError(str(exc)) from exc
-    stage("training", 0.05)
-    result = train_autoencoder(cfg, progress=progress)
+    stage("training", 0.05, 0)
+    total = estimate_steps(cfg, train_clips)
+    result = train_autoencoder(cfg, progress=progress, after_step=lambda step: stage(
+        "training", 0.05 + 0.75 * min(1.0, step / total), step) if step % 10 == 0 else None)
     if result.stopped:
         raise LearnError(f"training stopped at step {result.step} (resumable in {work / 'spatial'})")
     train_s = time.monotonic() - t0

@@ -33,8 +33,11 @@ def footage(vtest, tmp_path_factory):
 @pytest.fixture(scope="module")
 def learned(footage, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned") / "bundle"
-    return learn(footage, out, schedule="tiny", eval_fraction=0.25, max_false_alerts_per_hour=600.0,
-                 overrides=FAST, progress=False)
+    seen = []
+    result = learn(footage, out, schedule="tiny", eval_fraction=0.25, max_false_alerts_per_hour=600.0,
+                   overrides=FAST, progress=False, on_progress=seen.append)
+    result.progress = seen
+    return result
 
 
 def test_split_keeps_the_last_clips_unseen(footage):
@@ -47,6 +50,15 @@ def test_split_keeps_the_last_clips_unseen(footage):
     assert split_clips(clips[:1], 0.5) == (clips[:1], [])  # one clip: nothing can be held out
     with pytest.raises(LearnError, match="eval_fraction"):
         split_clips(clips, 1.0)
+
+
+def test_learn_reports_progress_in_order(learned):
+    stages = [p["stage"] for p in learned.progress]
+    assert stages[0] == "reading footage" and stages[-1] == "done"
+    assert {"training", "calibrating", "evaluating"} <= set(stages)
+    fractions = [p["fraction"] for p in learned.progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert max(p["step"] or 0 for p in learned.progress) == learned.report["steps"] // 10 * 10
 
 
 def test_learn_writes_a_calibrated_bundle_measured_on_footage_it_never_saw(learned):
