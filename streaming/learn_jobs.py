@@ -1,0 +1,207 @@
+"""Learn jobs: `vad learn` for one camera, run as a Ray task beside the scoring, watched and reported.
+
+`LearnJobs.start` hands a camera's recordings to offline.learn in a Ray task with its own CPU request (so the
+scorers keep their share) and `max_retries=0` (a learn that dies is reported, not silently re-run). A watcher thread
+follows the task's progress file (stage, fraction, step, worker pid), then records the result (learn.json: score
+quantiles and false alerts per hour on unseen footage) or the reason it failed. The new bundle is written into a
+fresh directory, so a job that is killed or fails leaves every running model untouched; `swap` asks the caller's
+`swap(camera, path)` to put the new bundle in when, and only when, the job succeeded. One job per camera at a time
+(JobConflict -> 409). Jobs live as long as the service; their bundles and learn.json stay on disk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import Field
+
+from offline.config import Strict
+
+logger = logging.getLogger(__name__)
+
+JobState = Literal["queued", "running", "done", "failed"]
+PROGRESS_FILE = "progress.json"
+
+
+class JobConflict(RuntimeError):
+    """A camera already has a learn job queued or running."""
+
+
+class LearnConfig(Strict):
+    """Where learned bundles go and what a learn job may use (the `learn:` section)."""
+
+    bundles_root: Path = Field(
+        Path("runs/bundles"), description="learned bundles go to <bundles_root>/<camera>/<time>; must lie inside "
+        "scorer.bundle_roots for the new bundle to be swapped in",
+    )
+    schedule: Literal["tiny", "cpu", "paper"] = Field("cpu", description="training schedule (`vad train --schedule`)")
+    eval_fraction: float = Field(0.2, ge=0, lt=1, description="last part of the recordings kept unseen, for the evaluation")
+    num_cpus: float = Field(1.0, gt=0, le=64, description="Ray CPUs a learn job reserves (scorers keep theirs)")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="Ray GPUs a learn job reserves (0: train on CPU)")
+
+
+class LearnRequest(Strict):
+    """Body of POST /cameras/{name}/learn."""
+
+    schedule: Literal["tiny", "cpu", "paper"] | None = Field(None, description="default: learn.schedule")
+    max_false_alerts_per_hour: float | None = Field(
+        None, ge=0, le=3600, description="choose the alert threshold for this rate (default: the camera's, else alerts')")
+    swap: bool = Field(False, description="put the new bundle in for this camera when the job succeeds")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="training config fields (SECTION.KEY: value)")
+
+
+@dataclass
+class Job:
+    """One learn job as GET /jobs/{id} shows it."""
+
+    id: str
+    camera: str
+    data: str
+    bundle: str
+    schedule: str
+    swap: bool
+    state: JobState = "queued"
+    progress: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    swapped: bool = False
+    swap_error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _learn_task(data: str, out: str, kwargs: dict[str, Any], progress_path: str) -> dict[str, Any]:
+    """The Ray task: offline.learn with its progress written (atomically) where the watcher reads it."""
+    import torch
+
+    from offline.learn import learn
+    from offline.scoring.alert_rules import AlertRules
+
+    path = Path(progress_path)
+    pid = os.getpid()
+
+    def report(p: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**p, "pid": pid}))
+        tmp.replace(path)
+
+    report({"stage": "starting", "fraction": 0.0, "step": None})
+    torch.set_num_threads(max(1, int(kwargs.pop("threads", 1))))
+    rules = AlertRules(**kwargs.pop("rules"))
+    result = learn(data, out, rules=rules, progress=False, on_progress=report, **kwargs)
+    return result.report
+
+
+class LearnJobs:
+    """The service's learn jobs (see the module docstring); thread-safe."""
+
+    def __init__(self, cfg: LearnConfig, swap: Callable[[str, str], Any] | None = None, poll_s: float = 0.5):
+        self.cfg = cfg
+        self._swap = swap
+        self._poll_s = poll_s
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def list(self, camera: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if camera is None or j.camera == camera]
+        return [j.public() for j in sorted(jobs, key=lambda j: j.created, reverse=True)]
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        return job.public() if job else None
+
+    def start(
+        self, camera: str, data: str | Path, request: LearnRequest, *, fps: float, rules: dict[str, float],
+        max_false_alerts_per_hour: float | None = None,
+    ) -> dict[str, Any]:
+        """Queue a learn of `camera` on the footage in `data`; JobConflict when one is already under way,
+        FileNotFoundError naming `data` when there is nothing to learn from."""
+        import ray
+
+        data = Path(data)
+        if not data.is_dir() or not any(p.is_file() for p in data.rglob("*")):
+            raise FileNotFoundError(f"camera {camera!r}: no recordings in {data} (record normal footage first)")
+        with self._lock:
+            busy = [j.id for j in self._jobs.values() if j.camera == camera and j.state in ("queued", "running")]
+            if busy:
+                raise JobConflict(f"camera {camera!r} already has learn job {busy[0]} under way")
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            job_id = f"{camera}-{stamp}-{uuid.uuid4().hex[:6]}"
+            out = self.cfg.bundles_root / camera / job_id
+            job = Job(job_id, camera, str(data), str(out), request.schedule or self.cfg.schedule, request.swap)
+            self._jobs[job_id] = job
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rate = request.max_false_alerts_per_hour if request.max_false_alerts_per_hour is not None else max_false_alerts_per_hour
+        kwargs = {
+            "schedule": job.schedule, "eval_fraction": self.cfg.eval_fraction, "max_false_alerts_per_hour": rate,
+            "fps": fps, "rules": rules, "overrides": dict(request.overrides), "work_dir": str(out) + ".run",
+            "threads": max(1, int(self.cfg.num_cpus)),
+        }
+        progress = out.parent / f"{job_id}.{PROGRESS_FILE}"
+        task = ray.remote(_learn_task).options(num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_retries=0)
+        ref = task.remote(str(data), str(out), kwargs, str(progress))
+        threading.Thread(target=self._watch, args=(job, ref, progress), name=f"learn-{job_id}", daemon=True).start()
+        logger.info("learn job %s: camera %s on %s (%s schedule)", job_id, camera, data, job.schedule)
+        return job.public()
+
+    def _read_progress(self, job: Job, path: Path) -> None:
+        try:
+            p = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            job.progress = p
+            if job.state == "queued":
+                job.state = "running"
+
+    def _watch(self, job: Job, ref, progress: Path) -> None:
+        import ray
+
+        while True:
+            ready, _ = ray.wait([ref], timeout=self._poll_s)
+            self._read_progress(job, progress)
+            if ready:
+                break
+        try:
+            result = ray.get(ref)
+        except Exception as exc:  # RayTaskError (the learn raised), WorkerCrashedError (killed), ...
+            reason = _failure_reason(exc)
+            with self._lock:
+                job.state, job.error, job.finished = "failed", reason, time.time()
+            logger.error("learn job %s failed: %s (the running bundle is untouched)", job.id, reason)
+            return
+        with self._lock:
+            job.state, job.result, job.finished = "done", result, time.time()
+            job.progress = {**job.progress, "stage": "done", "fraction": 1.0}
+        logger.info("learn job %s done: bundle %s", job.id, job.bundle)
+        if job.swap and self._swap is not None:
+            try:
+                self._swap(job.camera, job.bundle)
+                with self._lock:
+                    job.swapped = True
+            except Exception as exc:  # the swap is refused: the camera keeps its bundle, the job says why
+                with self._lock:
+                    job.swap_error = str(exc)
+                logger.error("learn job %s: swapping the new bundle into camera %s refused: %s", job.id, job.camera, exc)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """A one-line reason: the learn's own error (e.g. no footage, a bad field), or how the worker died."""
+    cause = getattr(exc, "cause", None) or exc
+    name = type(exc).__name__
+    if "WorkerCrashed" in name or "ActorDied" in name or "NodeDied" in name or "ObjectLost" in name:
+        return f"the learn worker died ({name}): killed or out of memory"
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"
