@@ -160,7 +160,6 @@ class BundleSet:
         if old is not None:
             old.cameras.discard(camera)
             old.scorer.forget(camera)
-        self._unload_unused()
 
     def _unload_unused(self) -> None:
         for key in [k for k, e in self.loaded.items() if not e.cameras and k != self.default_key]:
@@ -199,6 +198,7 @@ class BundleSet:
         """Forget a camera; its bundle is unloaded when no camera uses it any more (unless it is the default)."""
         self.own.pop(camera, None)
         self._detach(camera)
+        self._unload_unused()
 
     def describe(self) -> list[dict[str, Any]]:
         """Every loaded bundle (GET /scorers), the default first."""
