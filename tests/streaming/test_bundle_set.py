@@ -178,3 +178,98 @@ def test_refusals_change_nothing_the_limit_holds_and_unused_bundles_unload(bundl
         assert samples[("vad_camera_bundle_info", (("bundle", sha(bundles["a2"])), ("camera", "two")))] == 1
     finally:
         svc.stop()
+
+
+# ------------------------------------------------------------------------------------------- service
+@pytest.mark.slow
+def test_service_per_camera_bundles_swap_refusals_limit_and_restart(tmp_path):
+    import requests
+    from ray import serve
+
+    from streaming.app import build_app
+    from tests.streaming.service_support import SERVE_PORT, ensure_ray
+
+    allowed, other = tmp_path / "bundles", tmp_path / "elsewhere"
+    b = {k: _bundle(allowed / k, size, seed) for k, size, seed in (("a", 32, 0), ("b", 32, 1), ("c", 64, 2), ("d", 32, 3))}
+    outside = _bundle(other / "e", 32, 4)
+    bad = damaged_bundle("checksum_mismatch", b["c"], allowed)
+    demo = "demo://street?seed={}&fps=10&size=32"
+    args = {
+        "cameras": [{"name": "one", "url": demo.format(0), "fps": 10},
+                    {"name": "two", "url": demo.format(1), "fps": 10, "bundle": str(b["b"])}],
+        "scorer": {"bundle": str(b["a"]), "build_demo_bundle": False, "devices": ["cpu"], "num_cpus": 0.25,
+                   "torch_threads": 1, "max_bundles": 3},
+        "events": {"path": str(tmp_path / "events.db")},
+        "http": {"port": SERVE_PORT},
+        "namespace": "vadbundles",
+    }
+    base = f"http://127.0.0.1:{SERVE_PORT}/bundles"
+
+    def deploy() -> None:
+        serve.run(build_app(args), name="vadbundles", route_prefix="/bundles")
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=10).status_code == 200, 120, "healthz 200")
+
+    def cameras() -> dict[str, dict]:
+        return {c["name"]: c for c in requests.get(f"{base}/cameras", timeout=30).json()}
+
+    def scorer() -> dict:
+        return requests.get(f"{base}/scorers", timeout=30).json()["cpu"]
+
+    def put(name: str, path) -> requests.Response:
+        return requests.put(f"{base}/cameras/{name}/bundle", json={"path": None if path is None else str(path)},
+                            timeout=120)
+
+    ensure_ray()
+    try:
+        deploy()
+        wait_for(lambda: all(c["windows_scored"] >= 1 for c in cameras().values()), 60, "both cameras scored")
+        cams = cameras()
+        assert cams["one"]["bundle"] == {"path": str(b["a"]), "sha256": sha(b["a"]), "default": True}
+        assert cams["two"]["bundle"] == {"path": str(b["b"]), "sha256": sha(b["b"]), "default": False}
+        s = scorer()
+        assert s["loaded_bundles"] == 2 and s["cameras"]["two"]["bundle"] == sha(b["b"])  # scored by its own
+        assert [(x["sha256"], x["cameras"]) for x in s["bundles"]] == [(sha(b["a"]), ["one"]), (sha(b["b"]), ["two"])]
+        text = requests.get(f"{base}/metrics", timeout=30).text
+        assert 'vad_scorer_loaded_bundles{scorer="cpu"} 2.0' in text
+        assert f'vad_camera_bundle_info{{bundle="{sha(b["b"])}",camera="two"}} 1.0' in text, text[-3000:]
+
+        # refused: a damaged bundle (422 naming file and reason), outside the roots (403), an unknown camera (404)
+        r = put("two", bad)
+        assert r.status_code == 422 and "model.safetensors: checksum mismatch" in r.json()["detail"], r.text
+        r = put("two", outside)
+        assert r.status_code == 403 and f"scorer.bundle_roots: ['{allowed}']" in r.json()["detail"], r.text
+        assert put("nobody", b["c"]).status_code == 404
+        assert cameras()["two"]["bundle"]["sha256"] == sha(b["b"])
+
+        # swap two to a 64x64 bundle: its windows follow; camera one keeps its actor, bundle and scoring
+        before = cameras()
+        r = put("two", b["c"])
+        assert r.status_code == 200 and r.json()["input"] == {"size": 64, "window": T, "hop": T}, r.text
+        assert r.json()["persisted"] is True and r.json()["previous"]["sha256"] == sha(b["b"])
+        wait_for(lambda: scorer()["cameras"]["two"]["bundle"] == sha(b["c"]), 60, "two scored by bundle c")
+        after = cameras()
+        assert after["one"]["actor"] == before["one"]["actor"] and after["one"]["bundle"] == before["one"]["bundle"]
+        wait_for(lambda: cameras()["one"]["windows_scored"] > after["one"]["windows_scored"], 30, "one goes on")
+        assert scorer()["cameras"]["one"]["bundle"] == sha(b["a"]) and scorer()["errors"] == 0
+        assert [x["sha256"] for x in scorer()["bundles"]] == [sha(b["a"]), sha(b["c"])]  # b unloaded
+
+        # the limit (3): a camera with a third bundle runs, a fourth bundle is refused naming the limit
+        r = requests.post(f"{base}/cameras", json={"name": "three", "url": demo.format(2), "fps": 10,
+                                                   "bundle": str(b["b"])}, timeout=120)
+        assert r.status_code == 201, r.text
+        r = requests.post(f"{base}/cameras", json={"name": "four", "url": demo.format(3), "fps": 10,
+                                                   "bundle": str(b["d"])}, timeout=120)
+        assert r.status_code == 409 and "scorer.max_bundles (3)" in r.json()["detail"], r.text
+        assert "four" not in cameras()
+        assert requests.delete(f"{base}/cameras/three", timeout=60).status_code == 204
+        assert scorer()["loaded_bundles"] == 2
+
+        # two's bundle is persisted: a redeploy brings it back
+        serve.delete("vadbundles")
+        deploy()
+        two = requests.get(f"{base}/cameras/two", timeout=30).json()
+        assert two["bundle"] == {"path": str(b["c"]), "sha256": sha(b["c"]), "default": False}, two
+        assert two["source"] == "api" and two["config"]["bundle"] == str(b["c"])
+        wait_for(lambda: scorer()["cameras"].get("two", {}).get("bundle") == sha(b["c"]), 60, "two scored by c again")
+    finally:
+        serve.delete("vadbundles")
