@@ -2,8 +2,9 @@
 
 `ScorerService` is a plain class (no Ray import); the fleet runs it as a Ray actor (`ray.remote(ScorerService)`,
 streaming/fleet.py). `submit(window)` only queues (see streaming.batching for the drop policy); a worker thread
-takes batches (max_batch, max_wait_ms), calls the Detector once per batch, and per camera runs FrameScorer ->
-CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG snapshot).
+takes batches (max_batch, max_wait_ms), calls the batch's bundle's Detector once per batch, and per camera runs
+FrameScorer -> CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG
+snapshot).
 
 Bundles (streaming/bundle_set.py): a camera scores with its own bundle (`set_camera(..., bundle=path)`) or the
 default one; each bundle is loaded once per scorer, a batch only holds windows of one bundle, and a bundle no camera
