@@ -5,7 +5,7 @@ default model bundle is hot-swapped on every scorer in two phases and a camera's
 follows the new bundle's input), runtime changes are persisted (streaming/state.py: the later of an API change and a
 config edit wins at start), and a watcher thread gives a restarted scorer back its
 cameras and the active bundle. Status, health and /metrics over the fleet are in streaming/status.py; HTTP in
-streaming/app.py. Slightly over 350 lines: camera lifecycle, swap and persistence change the same actor tables under
+streaming/app.py. Over 350 lines: camera lifecycle, swap and persistence change the same actor tables under
 one lock, and splitting them would spread that lock over modules.
 """
 from __future__ import annotations

@@ -16,7 +16,8 @@ and changes nothing), then switch between two batches: the default in two phases
 together or not at all (`prepare_bundle(path)`, then `commit_bundle(sha)`), one camera's in one call
 (`swap_camera_bundle`). A batch is always scored by one fully loaded model; the running normaliser of each camera
 that changes bundle starts again from the new bundle's calibration (raw scores of two models are not comparable);
-open alerts go on.
+open alerts go on. Over 350 lines: the queue, the batch loop, camera registration and bundle changes share two
+locks (`_lock`, `_batch_lock`) whose order only holds if they live together.
 """
 from __future__ import annotations
 
