@@ -54,7 +54,9 @@ class CameraActor:
         self._url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
         self.loop = self._start_loop(size, window, hop)
 
-    def _start_loop(self, size: int, window: int, hop: int | None, counters: IngestCounters | None = None) -> IngestLoop:
+    def _start_loop(
+        self, size: int, window: int, hop: int | None, counters: IngestCounters | None = None
+    ) -> IngestLoop:
         settings = IngestSettings.for_camera(self.cfg, size, window, hop)
         loop = IngestLoop(self.name, self._url, settings, on_window=self._on_window, on_state=self._on_state)
         if counters is not None:
@@ -107,7 +109,8 @@ class CameraActor:
         if (s.size, s.window, s.hop) != (size, window, hop or window):
             old.stop()
             self.loop = self._start_loop(size, window, hop, old.counters)
-            logger.info("camera %s: windows now %d frames of %dx%d every %d", self.name, window, size, size, hop or window)
+            logger.info("camera %s: windows now %d frames of %dx%d every %d", self.name, window, size, size,
+                        hop or window)
         s = self.loop.settings
         return {"size": s.size, "window": s.window, "hop": s.hop}
 
