@@ -7,27 +7,36 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
 
   GET  /healthz                    200 when every scorer and camera actor answers, else 503 naming the dead
   GET  /metrics                    Prometheus text (label `camera`, never the URL)
-  GET  /cameras, /cameras/{name}   status: state, fps in/scored, lag, drops, reconnects, last score, alert
+  GET  /cameras, /cameras/{name}   status: state, fps in/scored, lag, drops, reconnects, last score, alert, and
+                                   its bundle (path, weights sha256 prefix, whether it is the default)
   POST /cameras                    add a camera (body: CameraConfig)       -> 201, 409 if the name exists; 403
                                    when its file (a path or file://, symlinks and `..` resolved) lies outside
                                    every `cameras_file_roots` (PUT and PATCH too; rtsp(s):// and demo:// are not files)
+                                   or its own `bundle` outside every `scorer.bundle_roots`; 422 when that bundle
+                                   is refused, 409 when it would pass `scorer.max_bundles`
   PUT  /cameras/{name}             replace its config (restarts its decoder unless only alert settings change)
   PATCH /cameras/{name}            change some fields
   DELETE /cameras/{name}           stop and remove it (its open alert closes with reason "removed")
   GET  /events?camera=&since=&until=&min_score=&status=&limit=     events, newest first
   GET  /events/{id}, /events/{id}/snapshot (image/jpeg)
-  GET  /scorers                    batching and utilisation per scorer
-  GET  /bundle                     the model bundle being scored with (path, weights sha256 prefix, version)
-  PUT  /bundle  {"path": "/abs/dir"}   hot-swap the bundle: every scorer loads and validates it fully, then all
-                                   switch between two batches; a refused bundle (checksum mismatch, unknown
-                                   version, pickled weights, missing files, other input size) is 422 naming the
-                                   file and the reason, and the running bundle keeps scoring; 403 when the path
-                                   (symlinks and `..` resolved) lies outside every `scorer.bundle_roots`.
+  PUT  /cameras/{name}/bundle {"path": "/abs/dir" | null}   hot-swap one camera's model (null: back to the
+                                   default bundle) with the guarantees of PUT /bundle; its windows follow the new
+                                   bundle's input; 404 unknown camera, 403, 422 and 409 as for POST; persisted
+  GET  /scorers                    batching and utilisation per scorer, and its loaded bundles (path, sha256
+                                   prefix, cameras, parameter bytes)
+  GET  /bundle                     the default model bundle (path, weights sha256 prefix, version)
+  PUT  /bundle  {"path": "/abs/dir"}   hot-swap the default bundle (cameras with their own keep theirs): every
+                                   scorer loads and validates it fully, then all switch between two batches; a
+                                   refused bundle (checksum mismatch, unknown version, pickled weights, missing
+                                   files, other input size) is 422 naming the file and the reason, and the running
+                                   bundle keeps scoring; 403 when the path (symlinks and `..` resolved) lies
+                                   outside every `scorer.bundle_roots`.
 
-Persisted: cameras added, replaced or removed and the bundle swapped through the API are saved (streaming/state.py,
-`state.path`, default state.json beside events.path) and come back at the next start, unless the config's entry
-changed after the API change (the later wins: the stale API change is dropped with a warning naming it). A
-persisted bundle that no longer loads is logged and the config's `scorer.bundle` is used. Answers to changes say
+Persisted: cameras added, replaced or removed (their own bundle included) and the bundle swapped through the API
+are saved (streaming/state.py, `state.path`, default state.json beside events.path) and come back at the next
+start, unless the config's entry changed after the API change (the later wins: the stale API change is dropped
+with a warning naming it). A persisted bundle that no longer loads is logged and the config's `scorer.bundle` is
+used (a camera's own: the camera runs as the config has it, or not at all). Answers to changes say
 whether the change was saved (`"persisted": true|false` with `"persist_error"`; DELETE: header `X-VAD-Persisted`),
 and /healthz shows `state_error` while saving fails (the change is live, but a restart would lose it).
 
@@ -50,6 +59,7 @@ from ray import serve
 from offline.config import Strict
 from offline.scoring.bundle import BundleError
 from streaming import status
+from streaming.bundle_set import BundleLimitError
 from streaming.config import CameraConfig, ServiceConfig, parse_service_config, resolve_paths
 from streaming.credentials import scrub_url
 from streaming.fleet import Fleet, NoScorerError
@@ -66,6 +76,27 @@ class BundleRequest(Strict):
     """Body of PUT /bundle."""
 
     path: str = Field(min_length=1, max_length=4096, description="absolute path of the bundle directory to score with")
+
+
+class CameraBundleRequest(Strict):
+    """Body of PUT /cameras/{name}/bundle."""
+
+    path: str | None = Field(min_length=1, max_length=4096,
+                             description="absolute path of the camera's own bundle directory; null: the default bundle")
+
+
+def _refused(field: str, value: Any, exc: BundleError) -> JSONResponse:
+    """422 for a refused bundle, naming the field, the file and the reason."""
+    msg = scrub_url(str(exc))
+    return JSONResponse({"detail": f"{field}: bundle refused, the running bundle keeps scoring: {msg}",
+                         "errors": [{"field": field, "message": msg, "value": value}]}, 422)
+
+
+def _absolute(field: str, path: Any) -> None:
+    """422 unless a requested bundle path is absolute (the service's working directory is not the caller's)."""
+    if path is not None and not Path(path).is_absolute():
+        raise HTTPException(422, f"{field}: must be an absolute path (the service's working directory is not "
+                                 f"yours), got {str(path)!r}")
 
 
 @api.middleware("http")
@@ -127,11 +158,26 @@ class ControlPlane:
         return cam
 
     def _confine(self, cam: CameraConfig) -> None:
-        """403 naming the roots when the camera's file lies outside every `cameras_file_roots`."""
+        """403 naming the roots when the camera's file lies outside every `cameras_file_roots` or its own bundle
+        outside every `scorer.bundle_roots` (422 for a relative bundle path)."""
         try:
             self.fleet.cfg.confine_camera(cam.url)  # symlinks and `..` resolved: neither escapes a root
         except PermissionError as exc:
             raise HTTPException(403, f"body.url: {scrub_url(str(exc))}") from None
+        _absolute("body.bundle", cam.bundle)
+        try:
+            self.fleet.cfg.scorer.camera_bundle(cam)
+        except PermissionError as exc:
+            raise HTTPException(403, f"body.bundle: {exc}") from None
+
+    def _change(self, cam: CameraConfig, apply: Any) -> Any:
+        """Run a camera change; a refused bundle is 422 and one over `scorer.max_bundles` 409 (nothing changed)."""
+        try:
+            return apply()
+        except BundleError as exc:
+            return _refused("body.bundle", str(cam.bundle), exc)
+        except BundleLimitError as exc:
+            raise HTTPException(409, f"body.bundle: {exc}") from None
 
     def _events(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -166,27 +212,30 @@ class ControlPlane:
         return {**status.camera_rows(self.fleet, [name])[0], "config": self.fleet.cameras[name].public()}
 
     @api.post("/cameras", status_code=201)
-    def add_camera(self, cam: CameraConfig, request: Request) -> dict:
+    def add_camera(self, cam: CameraConfig, request: Request) -> Any:
         """POST /cameras: start a camera (201; 409 when the name exists, 403 for a file outside the roots); saved
         for the next start."""
         self._auth(request)
         self._confine(cam)
-        try:
-            self.fleet.add(cam, via_api=True)
-        except KeyError:
-            raise HTTPException(409, f"body.name: a camera named {cam.name!r} already exists") from None
-        return status.camera_rows(self.fleet, [cam.name])[0] | self.fleet.persistence()
+
+        def add() -> dict:
+            try:
+                self.fleet.add(cam, via_api=True)
+            except KeyError:
+                raise HTTPException(409, f"body.name: a camera named {cam.name!r} already exists") from None
+            return status.camera_rows(self.fleet, [cam.name])[0] | self.fleet.persistence()
+
+        return self._change(cam, add)
 
     @api.put("/cameras/{name}")
-    def replace_camera(self, name: str, cam: CameraConfig, request: Request) -> dict:
+    def replace_camera(self, name: str, cam: CameraConfig, request: Request) -> Any:
         """PUT /cameras/{name}: replace its config (alert-only changes apply live, others restart its decoder)."""
         self._auth(request)
         self._camera(name)
         if cam.name != name:
             raise HTTPException(422, f"body.name: {cam.name!r} differs from the path's camera {name!r} (rename = delete + add)")
         self._confine(cam)
-        how = self.fleet.update(cam, via_api=True)
-        return {**status.camera_rows(self.fleet, [name])[0], "applied": how, **self.fleet.persistence()}
+        return self._change(cam, lambda: self._updated(cam))
 
     @api.patch("/cameras/{name}")
     def patch_camera(self, name: str, changes: dict, request: Request) -> Any:
@@ -200,8 +249,30 @@ class ControlPlane:
         except ValidationError as exc:
             return _field_errors(exc.errors(), "body.", with_value=False)
         self._confine(cam)
+        return self._change(cam, lambda: self._updated(cam))
+
+    def _updated(self, cam: CameraConfig) -> dict:
         how = self.fleet.update(cam, via_api=True)
-        return {**status.camera_rows(self.fleet, [name])[0], "applied": how, **self.fleet.persistence()}
+        return {**status.camera_rows(self.fleet, [cam.name])[0], "applied": how, **self.fleet.persistence()}
+
+    @api.put("/cameras/{name}/bundle")
+    def put_camera_bundle(self, name: str, body: CameraBundleRequest, request: Request) -> Any:
+        """PUT /cameras/{name}/bundle: hot-swap one camera's bundle (null: the default); 404 unknown camera, 403
+        outside the roots, 422 refused (the running bundle keeps scoring), 409 over `scorer.max_bundles`."""
+        self._auth(request)
+        self._camera(name)
+        _absolute("body.path", body.path)
+        try:
+            info = self.fleet.swap_camera_bundle(name, body.path, via_api=True)
+        except KeyError:
+            raise HTTPException(404, f"no camera named {name!r}; cameras: {sorted(self.fleet.cameras)}") from None
+        except PermissionError as exc:
+            raise HTTPException(403, f"body.path: {exc}") from None
+        except BundleError as exc:
+            return _refused("body.path", body.path, exc)
+        except BundleLimitError as exc:
+            raise HTTPException(409, f"body.path: {exc}") from None
+        return {"camera": name, **info, **self.fleet.persistence()}
 
     @api.delete("/cameras/{name}", status_code=204)
     def delete_camera(self, name: str, request: Request) -> Response:
@@ -232,9 +303,7 @@ class ControlPlane:
     def put_bundle(self, body: BundleRequest, request: Request) -> Any:
         """PUT /bundle: hot-swap every scorer to a bundle under the allowed roots (403 outside, 422 refused)."""
         self._auth(request)
-        if not Path(body.path).is_absolute():
-            raise HTTPException(422, f"body.path: must be an absolute path (the service's working directory is not "
-                                     f"yours), got {body.path!r}")
+        _absolute("body.path", body.path)
         try:
             real = self.fleet.cfg.scorer.confine(body.path)  # symlinks and `..` resolved: neither escapes a root
         except PermissionError as exc:
@@ -242,9 +311,7 @@ class ControlPlane:
         try:
             return self.fleet.swap_bundle(str(real), via_api=True) | self.fleet.persistence()
         except BundleError as exc:
-            msg = scrub_url(str(exc))
-            return JSONResponse({"detail": f"body.path: bundle refused, the running bundle keeps scoring: {msg}",
-                                 "errors": [{"field": "body.path", "message": msg, "value": body.path}]}, 422)
+            return _refused("body.path", body.path, exc)
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from None
 

@@ -4,13 +4,15 @@ Drop policy (stated, counted): each camera may have at most `max_pending` window
 evicts that camera's oldest one, so a slow scorer drops whole, stale windows and always scores the freshest
 footage, and one busy camera cannot starve the others (batches are filled round-robin, oldest first).
 A batch is released when it holds `max_batch` windows or when its oldest window has waited `max_wait_s`.
+Cameras scored by different models (streaming.bundle_set) never share a batch: `take(group=...)` fills a batch from
+the cameras of one group (one bundle), the group whose oldest window has waited longest among those ready.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,14 +83,21 @@ class PendingWindows:
             self._closed = True
             self._cond.notify_all()
 
-    def _oldest_s(self) -> float | None:
-        heads = [q[0].arrived_s for q in self._queues.values() if q]
-        return min(heads) if heads else None
+    def _groups(self, group: Callable[[str], Hashable] | None) -> dict[Hashable, tuple[float, int, set[str]]]:
+        """Per group of cameras with queued windows: (arrival of its oldest window, windows queued, its cameras)."""
+        out: dict[Hashable, tuple[float, int, set[str]]] = {}
+        for cam, q in self._queues.items():
+            if not q:
+                continue
+            key = None if group is None else group(cam)
+            oldest, count, cams = out.get(key, (q[0].arrived_s, 0, set()))
+            out[key] = (min(oldest, q[0].arrived_s), count + len(q), cams | {cam})
+        return out
 
-    def _pop_round_robin(self, n: int) -> list[Any]:
+    def _pop_round_robin(self, n: int, cameras: set[str]) -> list[Any]:
         out: list[Any] = []
         while len(out) < n:
-            ready = [(q[0].arrived_s, cam) for cam, q in self._queues.items() if q]
+            ready = [(q[0].arrived_s, cam) for cam, q in self._queues.items() if q and cam in cameras]
             if not ready:
                 break
             # One window per camera per round, oldest heads first, so no camera starves the others.
@@ -98,9 +107,17 @@ class PendingWindows:
                 out.append(self._queues[cam].popleft().window)
         return out
 
-    def take(self, max_batch: int, max_wait_s: float, timeout_s: float | None = None) -> list[Any]:
+    def take(
+        self,
+        max_batch: int,
+        max_wait_s: float,
+        timeout_s: float | None = None,
+        group: Callable[[str], Hashable] | None = None,
+    ) -> list[Any]:
         """Block until a batch is ready: `max_batch` windows, or the oldest has waited `max_wait_s`.
 
+        With `group` (camera name -> key, e.g. the bundle that scores it) a batch holds the windows of one group
+        only, and readiness is judged per group; the ready group with the oldest window goes first.
         Returns [] when `timeout_s` passes with nothing queued, or after close().
         """
         deadline = None if timeout_s is None else self.clock() + timeout_s
@@ -108,14 +125,14 @@ class PendingWindows:
             while True:
                 if self._closed:
                     return []
-                oldest = self._oldest_s()
+                groups = self._groups(group)
                 now = self.clock()
-                if oldest is not None:
-                    total = sum(len(q) for q in self._queues.values())
-                    release_at = oldest + max_wait_s
-                    if total >= max_batch or now >= release_at:
-                        return self._pop_round_robin(max_batch)
-                    wait = release_at - now
+                if groups:
+                    ready = [(oldest, cams) for oldest, count, cams in groups.values()
+                             if count >= max_batch or now >= oldest + max_wait_s]
+                    if ready:
+                        return self._pop_round_robin(max_batch, min(ready, key=lambda r: r[0])[1])
+                    wait = min(oldest for oldest, _, _ in groups.values()) + max_wait_s - now
                 else:
                     if deadline is not None and now >= deadline:
                         return []

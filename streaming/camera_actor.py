@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from streaming.config import CameraConfig
-from streaming.ingest import IngestLoop, IngestSettings
+from streaming.ingest import IngestCounters, IngestLoop, IngestSettings
 from streaming.credentials import resolve_credentials
 from streaming.prometheus import VadMetrics
 
@@ -51,10 +51,17 @@ class CameraActor:
         self.started_s = time.time()
         self.metrics = VadMetrics()
         self._decode_hist = self.metrics.decode_latency.labels(self.name)
+        self._url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
+        self.loop = self._start_loop(size, window, hop)
+
+    def _start_loop(
+        self, size: int, window: int, hop: int | None, counters: IngestCounters | None = None
+    ) -> IngestLoop:
         settings = IngestSettings.for_camera(self.cfg, size, window, hop)
-        url = resolve_credentials(self.cfg.url, self.cfg.env_prefix)
-        self.loop = IngestLoop(self.name, url, settings, on_window=self._on_window, on_state=self._on_state)
-        self.loop.start()
+        loop = IngestLoop(self.name, self._url, settings, on_window=self._on_window, on_state=self._on_state)
+        if counters is not None:
+            loop.counters = counters  # totals keep counting across a restart of the loop (they feed Prometheus)
+        return loop.start()
 
     def _on_state(self, state: str, detail: str) -> None:
         logger.info("camera %s: %s %s", self.name, state, detail)
@@ -93,6 +100,19 @@ class CameraActor:
         with self._lock:
             self.scorer = scorer
             self._inflight = []
+
+    def set_input(self, size: int, window: int, hop: int | None = None) -> dict[str, int]:
+        """Cut windows for another bundle input from now on (its bundle changed): the ingest loop restarts with the
+        new size, window and hop; its counters go on. Returns the input now fed."""
+        old = self.loop
+        s = old.settings
+        if (s.size, s.window, s.hop) != (size, window, hop or window):
+            old.stop()
+            self.loop = self._start_loop(size, window, hop, old.counters)
+            logger.info("camera %s: windows now %d frames of %dx%d every %d", self.name, window, size, size,
+                        hop or window)
+        s = self.loop.settings
+        return {"size": s.size, "window": s.window, "hop": s.hop}
 
     def stats(self) -> dict[str, Any]:
         """Counters and state for the status endpoint and `/metrics` (URL scrubbed)."""

@@ -68,6 +68,10 @@ class CameraConfig(Strict):
     threshold: float | None = Field(None, ge=0, le=1, description="overrides alerts.threshold")
     min_duration_s: float | None = Field(None, ge=0, le=600, description="overrides alerts.min_duration_s")
     hysteresis: float | None = Field(None, ge=0, lt=1, description="overrides alerts.hysteresis")
+    bundle: Path | None = Field(
+        None, description="this camera's own model bundle directory (learnt on its scene), inside scorer.bundle_roots; "
+        "None: scorer.bundle. Its input (size, window, hop) sets how this camera's frames are cut"
+    )
 
     @field_validator("url")
     @classmethod
@@ -124,6 +128,10 @@ class ScorerConfig(Strict):
         description="directories PUT /bundle may load from (symlinks and `..` resolved first); "
         "default: the directory containing `bundle`; [] turns hot-swaps off",
     )
+    max_bundles: int = Field(
+        8, ge=1, le=64, description="most model bundles loaded per scorer (the default and the cameras' own); "
+        "a camera or swap that would need more is refused"
+    )
 
     def allowed_roots(self) -> list[Path]:
         """The directories a hot-swapped bundle must lie in (`bundle_roots`, else the one holding `bundle`)."""
@@ -140,6 +148,10 @@ class ScorerConfig(Strict):
         raise PermissionError(
             f"{shown} is outside the allowed bundle directories (scorer.bundle_roots: {[str(r) for r in roots]})"
         )
+
+    def camera_bundle(self, camera: CameraConfig) -> str | None:
+        """The real path of a camera's own bundle (None: it scores with `bundle`); PermissionError outside the roots."""
+        return None if camera.bundle is None else str(self.confine(camera.bundle))
 
     @field_validator("devices")
     @classmethod
@@ -239,7 +251,12 @@ class ServiceConfig(Strict):
             except PermissionError as exc:
                 errors.append(InitErrorDetails(type=PydanticCustomError("outside_roots", "{reason}", {"reason": str(exc)}),
                                                loc=("cameras", i, "url"), input=cam.url))
-        if errors:  # raised as a ValidationError so that each error names its camera's field, cameras.N.url
+            try:
+                self.scorer.camera_bundle(cam)
+            except PermissionError as exc:
+                errors.append(InitErrorDetails(type=PydanticCustomError("outside_roots", "{reason}", {"reason": str(exc)}),
+                                               loc=("cameras", i, "bundle"), input=str(cam.bundle)))
+        if errors:  # a ValidationError so that each error names its camera's field, cameras.N.url or cameras.N.bundle
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
@@ -282,8 +299,8 @@ class ServiceConfig(Strict):
 
 
 def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
-    """Make the bundle, bundle roots, camera file roots, events and state paths absolute against `base` (actors may
-    run in another directory); the roots and state file get their defaults (beside the bundle, beside the config's
+    """Make the bundles (the default and the cameras' own), bundle roots, camera file roots, events and state paths
+    absolute against `base` (actors may run in another directory); the roots and state file get their defaults (beside the bundle, beside the config's
     file cameras, beside the events database)."""
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else base / p
@@ -295,7 +312,9 @@ def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
     # explicit roots against `base`; the default ones are already absolute (from the cameras' resolved paths)
     file_roots = ([absolute(r) for r in cfg.cameras_file_roots] if cfg.cameras_file_roots is not None
                   else cfg.camera_file_roots())
-    cfg = cfg.model_copy(update={"scorer": scorer, "events": events, "cameras_file_roots": file_roots})
+    cameras = [c if c.bundle is None else c.model_copy(update={"bundle": absolute(c.bundle)}) for c in cfg.cameras]
+    cfg = cfg.model_copy(update={"scorer": scorer, "events": events, "cameras_file_roots": file_roots,
+                                 "cameras": cameras})
     return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
 
 

@@ -1,10 +1,11 @@
 """The fleet of actors behind the control plane: scorer actors (one per device) and camera actors (one per camera).
 
 `Fleet` starts, changes and stops them: cameras are added, replaced and removed (alert-only changes apply live), the
-model bundle is hot-swapped on every scorer in two phases, runtime changes are persisted (streaming/state.py: the
-later of an API change and a config edit wins at start), and a watcher thread gives a restarted scorer back its
+default model bundle is hot-swapped on every scorer in two phases and a camera's own bundle on its scorer (its ingest
+follows the new bundle's input), runtime changes are persisted (streaming/state.py: the later of an API change and a
+config edit wins at start), and a watcher thread gives a restarted scorer back its
 cameras and the active bundle. Status, health and /metrics over the fleet are in streaming/status.py; HTTP in
-streaming/app.py. Slightly over 350 lines: camera lifecycle, swap and persistence change the same actor tables under
+streaming/app.py. Over 350 lines: camera lifecycle, swap and persistence change the same actor tables under
 one lock, and splitting them would spread that lock over modules.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ray
 
 from offline.scoring.bundle import BundleError
 from streaming import state as persisted
+from streaming.bundle_set import BundleLimitError
 from streaming.camera_actor import CameraActor
 from streaming.config import CameraConfig, ServiceConfig
 from streaming.credentials import scrub_url
@@ -31,6 +33,18 @@ logger = logging.getLogger(__name__)
 ALERT_FIELDS = {"threshold", "min_duration_s", "hysteresis"}
 CALL_TIMEOUT_S = 10.0
 HEALTH_TIMEOUT_S = 2.0  # a restarting actor queues calls: answer 503 while it is away instead of waiting for it
+LOAD_TIMEOUT_S = 300.0  # a call that may load a bundle
+
+
+def remote(ref: Any, timeout_s: float) -> Any:
+    """ray.get, raising the actor's own BundleError or BundleLimitError (Ray wraps them) for the API to answer."""
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (BundleError, BundleLimitError)):
+            raise cause from None
+        raise
 
 
 class FleetMetrics:
@@ -101,6 +115,7 @@ class Fleet:
                 max_wait_ms=s.max_wait_ms,
                 max_pending=s.max_pending_per_camera,
                 torch_threads=s.torch_threads,
+                max_bundles=s.max_bundles,
             )
             self.scorers.append((device, actor))
         self.model_input = ray.get(self.scorers[0][1].model_input.remote(), timeout=300)
@@ -161,15 +176,16 @@ class Fleet:
 
     def _start_merged(self, cam: CameraConfig) -> None:
         """Start a camera at start-up; one restored from the state file whose file now lies outside
-        `cameras_file_roots` is logged naming it, forgotten, and the config's entry (if any) runs instead."""
+        `cameras_file_roots`, or whose bundle is outside the roots or refused, is logged naming it, forgotten, and
+        the config's entry (if any) runs instead."""
         try:
             self.add(cam)
             return
-        except PermissionError as exc:
+        except (PermissionError, BundleError, BundleLimitError) as exc:
             if self.source(cam.name) != "api":
                 raise
             logger.error("state file %s: camera %s not started, its API change is dropped: %s",
-                         self.state_path, cam.name, scrub_url(str(exc)))
+                         self.state_path, cam.name, scrub_url(str(exc))[:500])
         with self._state_lock:
             self.state = self.state.model_copy(
                 update={"cameras": {n: c for n, c in self.state.cameras.items() if n != cam.name}})
@@ -212,8 +228,8 @@ class Fleet:
                     with self._lock:
                         missing = [self.cameras[n] for n, j in self.camera_scorer.items() if j == i and n not in known]
                     for cam in missing:
-                        ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()),
-                                timeout=2.0)
+                        ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(),
+                                                         self.cfg.scorer.camera_bundle(cam)), timeout=LOAD_TIMEOUT_S)
                         logger.warning("scorer %s restarted: camera %s registered again", self.scorers[i][0], cam.name)
                 except Exception:  # noqa: BLE001 - a scorer still down: /healthz reports it, retry next round
                     continue
@@ -237,8 +253,10 @@ class Fleet:
 
     def add(self, cam: CameraConfig, *, via_api: bool = False) -> None:
         """Start camera `cam` (KeyError if the name runs; PermissionError, nothing started, when its file lies
-        outside `cameras_file_roots`); `via_api` records it in the state file."""
+        outside `cameras_file_roots` or its bundle outside `scorer.bundle_roots`; BundleError / BundleLimitError
+        when its bundle is refused); `via_api` records it in the state file."""
         real = self.cfg.confine_camera(cam.url)
+        bundle = self.cfg.scorer.camera_bundle(cam)
         # the actor opens the checked real path, so a symlink retargeted later cannot lead it out of the roots
         opened = cam if real is None else cam.model_copy(update={"url": str(real)})
         with self._lock:
@@ -246,7 +264,8 @@ class Fleet:
                 raise KeyError(cam.name)
             i = self._pick_scorer()
             scorer = self.scorers[i][1]
-            ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()), timeout=CALL_TIMEOUT_S)
+            model_input = remote(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(),
+                                                          bundle), LOAD_TIMEOUT_S)  # the input of the camera's bundle
             self._generation += 1
             actor_name = f"camera:{cam.name}:{self._generation}"  # unique: a re-added camera never waits for a name
             actor = ray.remote(CameraActor).options(
@@ -255,8 +274,8 @@ class Fleet:
                 num_cpus=self.cfg.camera_num_cpus,
                 max_concurrency=4,
                 scheduling_strategy="SPREAD",
-            ).remote(opened.model_dump(), scorer, self.model_input["size"], self.model_input["window"], self.cfg.max_inflight_windows,
-                       self.model_input.get("hop"))
+            ).remote(opened.model_dump(), scorer, model_input["size"], model_input["window"], self.cfg.max_inflight_windows,
+                       model_input.get("hop"))
             self.cameras[cam.name] = cam
             self.camera_actors[cam.name] = actor
             self.camera_scorer[cam.name] = i
@@ -284,17 +303,23 @@ class Fleet:
                 self._record_camera(name, None)
 
     def update(self, cam: CameraConfig, *, via_api: bool = False) -> str:
-        """Apply a new config; returns "alerts" (live change) or "restarted"; `via_api` records it. A file outside
-        `cameras_file_roots` is a PermissionError and the running camera is left as it was."""
+        """Apply a new config; returns "alerts" (live change), "bundle" (its bundle hot-swapped, alerts live) or
+        "restarted"; `via_api` records it. A file outside `cameras_file_roots` or a bundle outside
+        `scorer.bundle_roots` (PermissionError) or a refused bundle (BundleError, BundleLimitError) leaves the
+        running camera as it was."""
         self.cfg.confine_camera(cam.url)
+        bundle = self.cfg.scorer.camera_bundle(cam)
         with self._lock:
             old = self.cameras[cam.name]
             changed = {k for k, v in cam.model_dump().items() if old.model_dump()[k] != v}
-            if changed <= ALERT_FIELDS:
+            if "bundle" in changed:  # validated and switched first: a refusal changes nothing
+                self._swap_camera(cam.name, bundle)
+            if changed <= ALERT_FIELDS | {"bundle"}:
                 scorer = self.scorers[self.camera_scorer[cam.name]][1]
-                ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump()), timeout=CALL_TIMEOUT_S)
+                remote(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(), bundle),
+                       LOAD_TIMEOUT_S)
                 self.cameras[cam.name] = cam
-                how = "alerts"
+                how = "bundle" if "bundle" in changed else "alerts"
             else:
                 self.remove(cam.name)
                 self.add(cam)
@@ -304,6 +329,29 @@ class Fleet:
             return how
 
     # ----------------------------------------------------------------------------------------- bundle
+    def swap_camera_bundle(self, name: str, path: str | None, *, via_api: bool = False) -> dict[str, Any]:
+        """Hot-swap camera `name` to its own bundle at `path` (None: back to the default bundle) on its scorer;
+        `via_api` records the camera's new config. KeyError for an unknown camera, PermissionError outside
+        `scorer.bundle_roots`, BundleError / BundleLimitError when refused: the running bundle keeps scoring."""
+        real = None if path is None else str(self.cfg.scorer.confine(path))
+        with self._lock:
+            cam = self.cameras[name]
+            info = self._swap_camera(name, real)
+            cam = self.cameras[name] = cam.model_copy(update={"bundle": None if real is None else Path(real)})
+            if via_api:
+                self._record_camera(name, cam)
+        return info
+
+    def _swap_camera(self, name: str, bundle: str | None) -> dict[str, Any]:
+        """Switch a running camera's bundle on its scorer, then cut its windows for the new input (under `_lock`)."""
+        scorer = self.scorers[self.camera_scorer[name]][1]
+        info = remote(scorer.swap_camera_bundle.remote(name, bundle), LOAD_TIMEOUT_S)
+        timeout = self.cameras[name].read_timeout_s + 10  # the ingest loop stops within about its read timeout
+        info["input"] = ray.get(self.camera_actors[name].set_input.remote(**info["input"]), timeout=timeout)
+        logger.warning("camera %s: bundle %s (%s) -> %s (%s)", name, info["previous"]["path"],
+                       info["previous"]["sha256"], info["path"], info["sha256"])
+        return info
+
     def swap_bundle(self, path: str, *, via_api: bool = False) -> dict[str, Any]:
         """Hot-swap every scorer to the bundle at `path`: all load and validate it first, then all commit;
         `via_api` records the swap in the state file.

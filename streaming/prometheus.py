@@ -56,6 +56,8 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "vad_scorer_windows_total": ("scorer",),
     "vad_scorer_busy_ratio": ("scorer",),
     "vad_scorer_queue_depth": ("scorer",),
+    "vad_scorer_loaded_bundles": ("scorer",),
+    "vad_camera_bundle_info": ("camera", "bundle"),
     "vad_build_info": ("version",),
 }
 
@@ -152,6 +154,7 @@ class ScorerMetrics:
     windows: Counter
     busy: Gauge
     queue_depth: Gauge
+    loaded_bundles: Gauge
 
     def observe_batch(self, size: int, duration_s: float) -> None:
         """Record one scored batch of `size` windows that took `duration_s` seconds."""
@@ -219,6 +222,12 @@ class VadMetrics:
             "vad_scorer_busy_ratio", "Fraction of recent wall time the scorer spent scoring (device utilisation)", sc, registry=r
         )
         self.scorer_queue_depth = Gauge("vad_scorer_queue_depth", "Windows waiting in the scorer's queue", sc, registry=r)
+        self.scorer_loaded_bundles = Gauge(
+            "vad_scorer_loaded_bundles", "Model bundles loaded on the scorer (the default and the cameras' own)", sc, registry=r
+        )
+        self.camera_bundle = Info(
+            "vad_camera_bundle", "The bundle scoring the camera (label bundle: weights sha256 prefix)", cam, registry=r
+        )
         self.build_info = Info("vad_build", "Version of the streaming service", registry=r)
         self.build_info.info({"version": version or _package_version()})
         self.remote = SnapshotCollector()
@@ -290,6 +299,7 @@ class VadMetrics:
                     windows=self.scorer_windows.labels(name),
                     busy=self.scorer_busy.labels(name),
                     queue_depth=self.scorer_queue_depth.labels(name),
+                    loaded_bundles=self.scorer_loaded_bundles.labels(name),
                 )
             return self._scorers[name]
 
@@ -297,7 +307,7 @@ class VadMetrics:
         """Drop every series of a scorer that is gone."""
         self._forget(self._scorers, name, (
             self.scorer_up, self.scorer_batch_size, self.scorer_batch_duration, self.scorer_windows,
-            self.scorer_busy, self.scorer_queue_depth,
+            self.scorer_busy, self.scorer_queue_depth, self.scorer_loaded_bundles,
         ))
 
     def render(self) -> tuple[bytes, str]:

@@ -2,14 +2,22 @@
 
 `ScorerService` is a plain class (no Ray import); the fleet runs it as a Ray actor (`ray.remote(ScorerService)`,
 streaming/fleet.py). `submit(window)` only queues (see streaming.batching for the drop policy); a worker thread
-takes batches (max_batch, max_wait_ms), calls the Detector once per batch, and per camera runs FrameScorer ->
-CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG snapshot).
+takes batches (max_batch, max_wait_ms), calls the batch's bundle's Detector once per batch, and per camera runs
+FrameScorer -> CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG
+snapshot).
 
-Bundle hot-swap (two phases, so several scorers switch together or not at all): `prepare_bundle(path)` loads and
-validates the new bundle completely into a fresh Detector beside the running one (a refused bundle raises
-BundleError and changes nothing); `commit_bundle(sha)` then swaps the scoring reference between two batches. A
-batch is always scored by one fully loaded model; each camera's running normaliser starts again from the new
-bundle's calibration (raw scores of two models are not comparable); open alerts go on.
+Bundles (streaming/bundle_set.py): a camera scores with its own bundle (`set_camera(..., bundle=path)`) or the
+default one; each bundle is loaded once per scorer, a batch only holds windows of one bundle, and a bundle no camera
+uses is unloaded (at most `max_bundles` loaded). A window whose shape is not its bundle's input (cut before the
+camera's ingest followed a bundle change) is dropped and counted.
+
+Hot-swaps load and validate the new bundle completely beside the running one (a refused bundle raises BundleError
+and changes nothing), then switch between two batches: the default in two phases, so several scorers switch
+together or not at all (`prepare_bundle(path)`, then `commit_bundle(sha)`), one camera's in one call
+(`swap_camera_bundle`). A batch is always scored by one fully loaded model; the running normaliser of each camera
+that changes bundle starts again from the new bundle's calibration (raw scores of two models are not comparable);
+open alerts go on. Over 350 lines: the queue, the batch loop, camera registration and bundle changes share two
+locks (`_lock`, `_batch_lock`) whose order only holds if they live together.
 """
 from __future__ import annotations
 
@@ -24,7 +32,8 @@ import torch
 
 from offline.scoring.bundle import BundleError
 from offline.scoring.detector import Detector
-from streaming.batching import BatchScorer, PendingWindows, ScoredWindow, frame_scorer_factory
+from streaming.batching import PendingWindows, ScoredWindow
+from streaming.bundle_set import BundleSet, LoadedBundle, bundle_info, load_detector
 from streaming.camera_alerts import CameraAlerts
 from streaming.config import AlertConfig, EventsConfig
 from streaming.events import EventStore
@@ -33,21 +42,23 @@ from streaming.prometheus import VadMetrics
 logger = logging.getLogger(__name__)
 
 # The histograms this actor reports (its counters and gauges travel as totals in `stats()`).
-SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds")
+SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds",
+                   "vad_scorer_loaded_bundles", "vad_camera_bundle")
 BUSY_WINDOW_S = 10.0
 
 
 class ScorerService:
-    """Batches windows from many cameras through one Detector on one device.
+    """Batches windows from many cameras through their bundles' Detectors on one device.
 
     Args:
         name: metric label of this scorer ("cpu", "cuda:0").
-        device: torch device of the Detector.
-        bundle: model bundle directory.
+        device: torch device of the Detectors.
+        bundle: the default model bundle directory.
         events: EventsConfig (or dict) of the shared SQLite store.
         alerts: default AlertConfig (or dict); cameras may override it with `set_camera`.
         max_batch / max_wait_ms / max_pending: batching and the per-camera queue bound.
         torch_threads: torch intra-op threads for CPU scoring (None: leave torch's default).
+        max_bundles: most bundles loaded at once, the default included (`scorer.max_bundles`).
     """
 
     def __init__(
@@ -61,15 +72,17 @@ class ScorerService:
         max_wait_ms: float = 50.0,
         max_pending: int = 2,
         torch_threads: int | None = None,
+        max_bundles: int = 8,
     ):
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.name = name
         self.device = device
-        self.detector = Detector.load(bundle, device)
-        self.scorer = BatchScorer(self.detector, frame_scorer_factory(self.detector), max_batch=max_batch)
-        self._staged: Detector | None = None  # a validated bundle waiting for commit_bundle
-        self._swap_lock = threading.Lock()
+        self.bundles = BundleSet(load_detector(bundle, device), max_bundles, max_batch)
+        self._staged: LoadedBundle | None = None  # a validated default bundle waiting for commit_bundle
+        self._swap_lock = threading.Lock()  # one bundle change at a time (loads run under it; scoring goes on)
+        self._batch_lock = threading.Lock()  # held while a batch is scored: bundle changes land between batches
+        self._bundle_labels: set[str] = set()  # cameras with a vad_camera_bundle_info series
         self.bundle_swaps = 0
         self.queue = PendingWindows(max_pending)
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000.0
@@ -93,44 +106,93 @@ class ScorerService:
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ cameras
-    def set_camera(self, camera: str, alerts: dict | AlertConfig | None = None) -> None:
-        """Register a camera (or change its alert settings; an open alert keeps going under the new ones)."""
+    @property
+    def detector(self) -> Detector:
+        """The default bundle's Detector."""
+        return self.bundles.default.detector
+
+    def set_camera(self, camera: str, alerts: dict | AlertConfig | None = None, bundle: str | None = None) -> dict:
+        """Register a camera, or change its alert settings (an open alert keeps going under the new ones) or its
+        bundle (`bundle`: its own bundle directory, None: the default; loaded unless already loaded). Returns the
+        input its windows must have (size, window, hop). BundleError / BundleLimitError: nothing changed."""
         settings = self.alert_defaults if alerts is None else AlertConfig.model_validate(
             alerts.model_dump() if isinstance(alerts, AlertConfig) else alerts
         )
+        with self._swap_lock:
+            with self._lock:
+                same = camera in self.bundles.camera_key and self.bundles.own.get(camera) == bundle
+                entry = self.bundles.entry_for(camera) if same else None
+            if entry is None:
+                entry = self._switch(camera, bundle)
+            with self._lock:
+                self._removed.discard(camera)
+                self._alert_settings[camera] = settings
+                self._refresh(camera)
+            return entry.model_input()
+
+    def swap_camera_bundle(self, camera: str, bundle: str | None) -> dict[str, Any]:
+        """Hot-swap one camera's bundle (None: back to the default), validated fully beside the running one and
+        switched between two batches; its normaliser restarts from the new bundle's calibration, an open alert goes
+        on. Returns the new bundle's info with the input the camera must now feed and the previous bundle.
+        KeyError for an unregistered camera; BundleError / BundleLimitError: the running bundle stays."""
+        with self._swap_lock:
+            with self._lock:
+                if camera not in self.bundles.camera_key:
+                    raise KeyError(f"scorer {self.name}: no camera {camera!r} registered")
+                previous = self.bundles.camera_bundle(camera)
+            entry = self._switch(camera, bundle)
+            with self._lock:
+                self._refresh(camera)
+        logger.warning("scorer %s: camera %s now scores with bundle %s (%s)", self.name, camera, entry.path, entry.sha)
+        return {**bundle_info(entry.detector), "input": entry.model_input(), "default": bundle is None,
+                "previous": previous}
+
+    def _switch(self, camera: str, bundle: str | None) -> LoadedBundle:
+        """Move `camera` to `bundle` (None: the default): reuse a loaded one or load it (outside the scoring
+        locks), check the limit, then switch between two batches. Call with `_swap_lock` held."""
         with self._lock:
-            self._removed.discard(camera)
-            self._alert_settings[camera] = settings
-            cam = self._cams.get(camera)
-            if cam is not None:
-                cam.apply(self._resolved(settings))
+            entry = self.bundles.default if bundle is None else self.bundles.find(bundle)
+        if entry is None:
+            entry = LoadedBundle.of(load_detector(bundle, self.device), self.max_batch)
+        with self._batch_lock, self._lock:
+            self.bundles.check_room(entry, {camera})
+            return self.bundles.assign(camera, entry, bundle)
+
+    def _refresh(self, camera: str) -> None:
+        """Apply a camera's alert settings and its bundle's threshold and block to its alert state (under `_lock`)."""
+        cam = self._cams.get(camera)
+        if cam is not None:
+            cam.apply(self._resolved(camera, self._alert_settings.get(camera, self.alert_defaults)))
+            cam.block = self.bundles.entry_for(camera).detector.config.scoring.block
 
     def remove_camera(self, camera: str) -> None:
-        """Forget a camera: close its open alert (reason "removed"), its queue and its normaliser."""
+        """Forget a camera: close its open alert (reason "removed"), its queue, its normaliser, and its bundle when
+        no other camera uses it."""
         self.queue.discard(camera)
-        with self._lock:
+        with self._batch_lock, self._lock:
             self._removed.add(camera)
             cam = self._cams.pop(camera, None)
             self._alert_settings.pop(camera, None)
-            self.scorer.forget(camera)
+            self.bundles.remove(camera)
             if camera in self._latency_labels:
                 self._latency_labels.discard(camera)
                 self.metrics.score_latency.remove(camera)
             if cam is not None:
                 cam.close(self.store, "removed")
 
-    def _resolved(self, settings: AlertConfig) -> AlertConfig:
-        """Alert settings with the threshold filled in from the running bundle when the config leaves it to it."""
+    def _resolved(self, camera: str, settings: AlertConfig) -> AlertConfig:
+        """Alert settings with the threshold filled in from the camera's bundle when the config leaves it to it."""
         if settings.threshold is not None:
             return settings
-        return settings.model_copy(update={"threshold": self.detector.config.scoring.threshold})
+        threshold = self.bundles.entry_for(camera).detector.config.scoring.threshold
+        return settings.model_copy(update={"threshold": threshold})
 
     def _camera(self, name: str) -> CameraAlerts:
         cam = self._cams.get(name)
         if cam is None:
             a = self._alert_settings.get(name, self.alert_defaults)
-            cam = self._cams[name] = CameraAlerts.start(name, self._resolved(a), self.store)
-            cam.block = self.detector.config.scoring.block
+            cam = self._cams[name] = CameraAlerts.start(name, self._resolved(name, a), self.store)
+            cam.block = self.bundles.entry_for(name).detector.config.scoring.block
         return cam
 
     # ------------------------------------------------------------------------------------------- intake
@@ -147,31 +209,46 @@ class ScorerService:
     # --------------------------------------------------------------------------------------------- loop
     def _run(self) -> None:
         while not self._stop.is_set():
-            batch = self.queue.take(self.max_batch, self.max_wait_s, timeout_s=0.5)
+            batch = self.queue.take(self.max_batch, self.max_wait_s, timeout_s=0.5, group=self.bundles.key_for)
             if not batch:
                 continue
-            t0 = time.monotonic()
-            scorer = self.scorer  # one reference per batch: a hot-swap takes effect at the next batch
-            sha = bundle_info(scorer.detector)["sha256"]
+            with self._batch_lock:  # a bundle change waits for this batch: it lands between two batches
+                self._score(batch)
+
+    def _score(self, batch: list) -> None:
+        """Score one batch (windows of one bundle) and hand the results to the cameras' alert state."""
+        with self._lock:
+            entry = self.bundles.entry_for(batch[0].camera)
+            fit = []
+            for w in batch:
+                if self.bundles.entry_for(w.camera) is entry and entry.fits(w):
+                    fit.append(w)
+                else:  # cut for another bundle's input (its camera changed bundle since): dropped, counted
+                    cam = self._camera(w.camera)
+                    cam.windows_dropped += 1
+                    cam.frames_dropped += len(w.indices)
+        if not fit:
+            return
+        t0 = time.monotonic()
+        try:
+            results = entry.scorer.score(fit)
+        except Exception as exc:  # noqa: BLE001 - a bad batch is counted and dropped, the scorer goes on
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("scorer %s: batch of %d windows failed", self.name, len(fit))
+            return
+        dt = time.monotonic() - t0
+        self._busy.append((time.monotonic(), dt))
+        self._scorer_metrics.observe_batch(len(fit), dt)
+        self.batches += 1
+        self.windows += len(fit)
+        for r in results:
             try:
-                results = scorer.score(batch)
-            except Exception as exc:  # noqa: BLE001 - a bad batch is counted and dropped, the scorer goes on
+                self._after_scoring(r, entry.sha)
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk for events: keep scoring
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("scorer %s: batch of %d windows failed", self.name, len(batch))
-                continue
-            dt = time.monotonic() - t0
-            self._busy.append((time.monotonic(), dt))
-            self._scorer_metrics.observe_batch(len(batch), dt)
-            self.batches += 1
-            self.windows += len(batch)
-            for r in results:
-                try:
-                    self._after_scoring(r, sha)
-                except Exception as exc:  # noqa: BLE001 - e.g. a full disk for events: keep scoring
-                    self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    logger.exception("scorer %s: camera %s: alert/event handling failed", self.name, r.camera)
+                logger.exception("scorer %s: camera %s: alert/event handling failed", self.name, r.camera)
 
     def _after_scoring(self, r: ScoredWindow, bundle: str | None = None) -> None:
         now = time.time()
@@ -221,6 +298,8 @@ class ScorerService:
                     "events_opened": c.events_opened,
                     "bundle": c.bundle,
                 }
+            camera_bundles = {name: self.bundles.camera_bundle(name) for name in self._alert_settings}
+            loaded = self.bundles.describe()
         ctx = None
         try:
             import ray
@@ -247,6 +326,10 @@ class ScorerService:
             "pid": os.getpid(),
             "input": {"size": self.detector.size, "window": self.detector.window},
             "cameras": cameras,
+            "camera_bundles": camera_bundles,
+            "loaded_bundles": len(loaded),
+            "max_bundles": self.bundles.max_bundles,
+            "bundles": loaded,
         }
 
     def registered(self) -> list[str]:
@@ -260,13 +343,13 @@ class ScorerService:
         return bundle_info(self.detector)
 
     def prepare_bundle(self, path: str) -> dict[str, Any]:
-        """Load and validate a bundle fully, off the scoring thread, and stage it; raises BundleError if refused."""
-        try:
-            detector = Detector.load(path, self.device)  # BundleError: checksum, version, pickle, missing files
-        except BundleError:
-            raise
-        except (ValueError, OSError, RuntimeError) as exc:  # e.g. a discriminator without its CLIP model
-            raise BundleError(f"{path}: cannot be loaded: {type(exc).__name__}: {exc}") from None
+        """Load and validate a new default bundle fully, off the scoring thread, and stage it; raises BundleError
+        if refused (or BundleLimitError when it would pass `max_bundles`)."""
+        with self._lock:
+            entry = self.bundles.find(path)
+        if entry is None:
+            entry = LoadedBundle.of(load_detector(path, self.device), self.max_batch)
+        detector = entry.detector
         new, old = (detector.size, detector.window, detector.config.scoring.hop), (
             self.detector.size, self.detector.window, self.detector.config.scoring.hop)
         if new != old:
@@ -275,26 +358,28 @@ class ScorerService:
                 f"bundle's {self.detector.window} x {self.detector.size}x{self.detector.size} (or its hop: {new[2]} vs "
                 f"{old[2]} frames); cameras feed the running input, so change it with a restart, not a hot-swap"
             )
+        with self._lock:
+            self.bundles.check_room(entry, self.bundles.followers(), as_default=True)
         with self._swap_lock:
-            self._staged = detector
+            self._staged = entry
         return bundle_info(detector)
 
     def commit_bundle(self, sha256: str) -> dict[str, Any]:
-        """Switch to the staged bundle (the one whose sha256 prefix is given) between two batches."""
+        """Make the staged bundle (the one whose sha256 prefix is given) the default, between two batches: the
+        cameras without their own bundle move to it."""
         with self._swap_lock:
             staged = self._staged
-            if staged is None or bundle_info(staged)["sha256"] != sha256:
+            if staged is None or staged.sha != sha256:
                 raise BundleError(f"no staged bundle with sha256 {sha256} to commit (prepare_bundle first)")
-            scorer = BatchScorer(staged, frame_scorer_factory(staged), max_batch=self.max_batch)
-            with self._lock:  # no camera update runs between the two assignments
-                self.detector, self.scorer = staged, scorer
-                for name, cam in self._cams.items():  # a threshold left to the bundle follows the new bundle
-                    cam.apply(self._resolved(self._alert_settings.get(name, self.alert_defaults)))
-                    cam.block = staged.config.scoring.block
+            with self._batch_lock, self._lock:  # no batch and no camera update runs during the switch
+                followers = self.bundles.followers()
+                self.bundles.set_default(staged)
+                for name in followers:  # a threshold left to the bundle follows the new bundle
+                    self._refresh(name)
             self._staged = None
             self.bundle_swaps += 1
-        logger.warning("scorer %s: now scoring with bundle %s (%s)", self.name, staged.bundle.path, sha256)
-        return bundle_info(staged)
+        logger.warning("scorer %s: now scoring with bundle %s (%s)", self.name, staged.path, sha256)
+        return bundle_info(staged.detector)
 
     def discard_bundle(self) -> None:
         """Forget a staged bundle (another scorer refused it)."""
@@ -302,12 +387,21 @@ class ScorerService:
             self._staged = None
 
     def model_input(self) -> dict[str, int]:
-        """Frame size, window length and hop of the running bundle (what cameras must feed)."""
-        return {"size": self.detector.size, "window": self.detector.window, "hop": self.detector.config.scoring.hop}
+        """Frame size, window length and hop of the default bundle (what cameras without their own must feed)."""
+        return self.bundles.default.model_input()
 
     def metric_families(self) -> list:
-        """This scorer's histograms (latency, batch size and duration) for the control plane's /metrics."""
+        """This scorer's histograms (latency, batch size and duration) and bundle gauges for the control plane's
+        /metrics."""
         self._scorer_metrics.set_busy(self.busy_ratio())
+        with self._lock:
+            self._scorer_metrics.loaded_bundles.set(len(self.bundles.loaded))
+            shas = {name: self.bundles.entry_for(name).sha for name in self._alert_settings}
+        for name in self._bundle_labels - set(shas):
+            self.metrics.camera_bundle.remove(name)
+        for name, sha in shas.items():
+            self.metrics.camera_bundle.labels(name).info({"bundle": sha})
+        self._bundle_labels = set(shas)
         return [f for f in self.metrics.snapshot() if f.name in SCORER_FAMILIES]
 
     def list_events(self, **filters: Any) -> list[dict]:
@@ -336,13 +430,3 @@ class ScorerService:
             for name, cam in self._cams.items():
                 cam.close(self.store, "stopped")
 
-
-def bundle_info(detector: Detector) -> dict[str, Any]:
-    """What identifies a detector's bundle in status answers: path, weights sha256 prefix, version, input."""
-    cfg = detector.config
-    return {
-        "path": str(detector.bundle.path),
-        "sha256": cfg.weights_sha256[:12],
-        "version": cfg.version,
-        "input": {"size": detector.size, "window": detector.window},
-    }

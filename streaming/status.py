@@ -23,6 +23,8 @@ ACTOR_FAMILIES = (  # histograms observed inside the actors; the app's own copie
     "vad_score_latency_seconds",
     "vad_scorer_batch_size",
     "vad_scorer_batch_duration_seconds",
+    "vad_scorer_loaded_bundles",
+    "vad_camera_bundle",
 )
 def gather(refs: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
     """ray.get each ref with a timeout; an exception object stands in for a dead or hung actor."""
@@ -65,7 +67,7 @@ def camera_rows(fleet: Fleet, names: list[str] | None = None) -> list[dict[str, 
             "source": fleet.source(name),
             "namespace": fleet.cfg.namespace,
             "scorer": fleet.scorers[i][0],
-            "bundle": {"path": sc.get("bundle"), "sha256": sc.get("bundle_sha256")} if isinstance(sc, dict) else None,
+            "bundle": sc.get("camera_bundles", {}).get(name) if isinstance(sc, dict) else None,
             "actor_alive": alive,
             "state": c["state"] if alive else "error",
             "fps_target": cfg.fps,

@@ -62,6 +62,30 @@ def test_round_robin_does_not_starve_a_camera():
     assert sorted(w.camera for w in batch) == ["busy", "quiet"]
 
 
+def test_grouped_batches_hold_one_bundle_each_oldest_group_first_round_robin_inside():
+    """Cameras scored by different bundles never share a batch; inside a group the round-robin stays fair."""
+    clock = [0.0]
+    q = PendingWindows(max_pending=4, clock=lambda: clock[0])
+    bundle = {"a1": "A", "a2": "A", "b1": "B"}.get
+    for cam, start in (("b1", 0), ("a1", 0), ("a1", 16), ("a1", 32), ("a2", 0), ("b1", 16)):
+        q.put(make_window(cam, start, 0))
+        clock[0] += 1.0
+    # b1's first window is the oldest: group B goes first once it has waited max_wait_s, although A is fuller
+    batch = q.take(max_batch=3, max_wait_s=0.5, group=bundle)
+    assert [(w.camera, int(w.indices[0])) for w in batch] == [("b1", 0), ("b1", 16)]
+    batch = q.take(max_batch=3, max_wait_s=0.5, group=bundle)
+    assert [(w.camera, int(w.indices[0])) for w in batch] == [("a1", 0), ("a2", 0), ("a1", 16)]
+    # a group that is full goes at once, before an older group that has not waited max_wait_s yet
+    clock[0] = 100.0
+    q.put(make_window("b1", 32, 0))
+    clock[0] += 0.1
+    q.put(make_window("a2", 16, 0))
+    q.put(make_window("a2", 32, 0))
+    batch = q.take(max_batch=3, max_wait_s=30.0, group=bundle)
+    assert {w.camera for w in batch} <= {"a1", "a2"} and len(batch) == 3
+    assert q.depth() == q.depth("b1") == 1
+
+
 def test_batch_released_when_full_or_after_max_wait():
     q = PendingWindows(max_pending=4)
     q.put(make_window("a", 0, 0))

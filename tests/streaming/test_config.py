@@ -104,3 +104,27 @@ def test_camera_overrides_and_env_prefix(monkeypatch):
         cfg.http.resolve_token()
     monkeypatch.setenv("VAD_TEST_TOKEN", "s3cret")
     assert cfg.http.resolve_token() == "s3cret"
+
+
+def test_camera_bundle_overrides_the_default_inside_the_bundle_roots(tmp_path):
+    from streaming.config import resolve_paths
+
+    models = tmp_path / "models"
+    (models / "door").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (models / "escape").symlink_to(tmp_path / "elsewhere")  # inside the roots, but leads out of them
+    scorer = {"bundle": str(models / "default")}  # roots: its directory
+    cfg = parse_service_config({"scorer": scorer, "cameras": [
+        {"name": "door", "url": "demo://d", "bundle": str(models / "door")}, {"name": "hall", "url": "demo://h"}]})
+    assert cfg.scorer.camera_bundle(cfg.cameras[0]) == str(models / "door") and cfg.cameras[1].bundle is None
+    assert cfg.scorer.max_bundles == 8
+    for bad in (models / "escape", f"{models}/../elsewhere", "/etc"):
+        with pytest.raises(ConfigError) as info:
+            parse_service_config({"scorer": scorer, "cameras": [{"name": "door", "url": "demo://d", "bundle": str(bad)}]})
+        msg = str(info.value)
+        assert "  cameras.0.bundle: " in msg and f"scorer.bundle_roots: ['{models}']" in msg, msg
+    with pytest.raises(ConfigError, match=r"scorer\.max_bundles"):
+        parse_service_config({"scorer": {"max_bundles": 0}})
+    rel = ServiceConfig(scorer={"bundle": "models/default"}, cameras=[{"name": "door", "url": "demo://d",
+                                                                       "bundle": "models/door"}])
+    assert resolve_paths(rel, tmp_path).cameras[0].bundle == models / "door"  # like scorer.bundle

@@ -28,6 +28,7 @@ def test_every_declared_name_is_exposed_with_its_labels():
     m = VadMetrics(version="test")
     m.camera("door")
     m.scorer("cpu").observe_batch(2, 0.1)
+    m.camera_bundle.labels("door").info({"bundle": "0123456789ab"})
     fams = {f.name: f for f in text_string_to_metric_families(m.render()[0].decode())}
     exposed = {}
     for fam in fams.values():
