@@ -21,6 +21,7 @@ from streaming.credentials import camera_env_prefix, scrub_url
 APP_IMPORT_PATH = "streaming.app:build_app"
 URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+ALERT_FIELDS = frozenset({"threshold", "min_duration_s", "hysteresis", "max_false_alerts_per_hour"})  # a camera may override
 
 def camera_file_path(url: str) -> Path | None:
     """The file a camera URL names, as streaming.sources opens it (a plain path, or the path of a file:// URL);
@@ -42,6 +43,11 @@ class AlertConfig(Strict):
     )
     min_duration_s: float = Field(0.5, ge=0, le=600, description="the score must stay above the threshold this long")
     hysteresis: float = Field(0.1, ge=0, lt=1, description="an alert closes when the score falls below threshold - hysteresis")
+    max_false_alerts_per_hour: float | None = Field(
+        None, ge=0, le=3600,
+        description="choose the threshold so that the bundle's normal calibration footage, replayed at the camera's fps "
+        "through these alert rules, opens at most this many alerts an hour (a bare `threshold` still wins)",
+    )
 
 
 class CameraConfig(Strict):
@@ -68,6 +74,7 @@ class CameraConfig(Strict):
     threshold: float | None = Field(None, ge=0, le=1, description="overrides alerts.threshold")
     min_duration_s: float | None = Field(None, ge=0, le=600, description="overrides alerts.min_duration_s")
     hysteresis: float | None = Field(None, ge=0, lt=1, description="overrides alerts.hysteresis")
+    max_false_alerts_per_hour: float | None = Field(None, ge=0, le=3600, description="overrides alerts.max_false_alerts_per_hour")
     bundle: Path | None = Field(
         None, description="this camera's own model bundle directory (learnt on its scene), inside scorer.bundle_roots; "
         "None: scorer.bundle. Its input (size, window, hop) sets how this camera's frames are cut"
@@ -96,7 +103,7 @@ class CameraConfig(Strict):
 
     def alert_settings(self, defaults: AlertConfig) -> AlertConfig:
         """This camera's alert settings: its own overrides on top of the service defaults."""
-        own = {k: getattr(self, k) for k in ("threshold", "min_duration_s", "hysteresis") if getattr(self, k) is not None}
+        own = {k: getattr(self, k) for k in ALERT_FIELDS if getattr(self, k) is not None}
         return defaults.model_copy(update=own)
 
     def public(self) -> dict[str, Any]:

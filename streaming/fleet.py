@@ -23,14 +23,13 @@ from offline.scoring.bundle import BundleError
 from streaming import state as persisted
 from streaming.bundle_set import BundleLimitError
 from streaming.camera_actor import CameraActor
-from streaming.config import CameraConfig, ServiceConfig
+from streaming.config import ALERT_FIELDS, CameraConfig, ServiceConfig
 from streaming.credentials import scrub_url
 from streaming.prometheus import SnapshotCollector, VadMetrics
 from streaming.scorer_service import ScorerService
 
 logger = logging.getLogger(__name__)
 
-ALERT_FIELDS = {"threshold", "min_duration_s", "hysteresis"}
 CALL_TIMEOUT_S = 10.0
 HEALTH_TIMEOUT_S = 2.0  # a restarting actor queues calls: answer 503 while it is away instead of waiting for it
 LOAD_TIMEOUT_S = 300.0  # a call that may load a bundle
@@ -228,8 +227,9 @@ class Fleet:
                     with self._lock:
                         missing = [self.cameras[n] for n, j in self.camera_scorer.items() if j == i and n not in known]
                     for cam in missing:
-                        ray.get(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(),
-                                                         self.cfg.scorer.camera_bundle(cam)), timeout=LOAD_TIMEOUT_S)
+                        ray.get(scorer.set_camera.remote(
+                            cam.name, cam.alert_settings(self.cfg.alerts).model_dump(), fps=cam.fps,
+                            bundle=self.cfg.scorer.camera_bundle(cam)), timeout=LOAD_TIMEOUT_S)
                         logger.warning("scorer %s restarted: camera %s registered again", self.scorers[i][0], cam.name)
                 except Exception:  # noqa: BLE001 - a scorer still down: /healthz reports it, retry next round
                     continue
@@ -264,8 +264,8 @@ class Fleet:
                 raise KeyError(cam.name)
             i = self._pick_scorer()
             scorer = self.scorers[i][1]
-            model_input = remote(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(),
-                                                          bundle), LOAD_TIMEOUT_S)  # the input of the camera's bundle
+            model_input = remote(scorer.set_camera.remote(  # the input of the camera's bundle
+                cam.name, cam.alert_settings(self.cfg.alerts).model_dump(), fps=cam.fps, bundle=bundle), LOAD_TIMEOUT_S)
             self._generation += 1
             actor_name = f"camera:{cam.name}:{self._generation}"  # unique: a re-added camera never waits for a name
             actor = ray.remote(CameraActor).options(
@@ -316,8 +316,8 @@ class Fleet:
                 self._swap_camera(cam.name, bundle)
             if changed <= ALERT_FIELDS | {"bundle"}:
                 scorer = self.scorers[self.camera_scorer[cam.name]][1]
-                remote(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(), bundle),
-                       LOAD_TIMEOUT_S)
+                remote(scorer.set_camera.remote(cam.name, cam.alert_settings(self.cfg.alerts).model_dump(), fps=cam.fps,
+                                                bundle=bundle), LOAD_TIMEOUT_S)
                 self.cameras[cam.name] = cam
                 how = "bundle" if "bundle" in changed else "alerts"
             else:

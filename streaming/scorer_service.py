@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from offline.scoring.alert_rules import AlertRules, ResolvedThreshold, resolve_threshold
 from offline.scoring.bundle import BundleError
 from offline.scoring.detector import Detector
 from streaming.batching import PendingWindows, ScoredWindow
@@ -90,6 +91,8 @@ class ScorerService:
         self.store = EventStore(ev.path, ev.retention_days, ev.max_events)
         self.alert_defaults = alerts if isinstance(alerts, AlertConfig) else AlertConfig.model_validate(alerts or {})
         self._alert_settings: dict[str, AlertConfig] = {}
+        self._fps: dict[str, float] = {}
+        self._thresholds: dict[str, ResolvedThreshold] = {}
         self._cams: dict[str, CameraAlerts] = {}
         self._removed: set[str] = set()
         self._latency_labels: set[str] = set()
@@ -111,10 +114,13 @@ class ScorerService:
         """The default bundle's Detector."""
         return self.bundles.default.detector
 
-    def set_camera(self, camera: str, alerts: dict | AlertConfig | None = None, bundle: str | None = None) -> dict:
+    def set_camera(
+        self, camera: str, alerts: dict | AlertConfig | None = None, bundle: str | None = None, fps: float = 5.0,
+    ) -> dict:
         """Register a camera, or change its alert settings (an open alert keeps going under the new ones) or its
-        bundle (`bundle`: its own bundle directory, None: the default; loaded unless already loaded). Returns the
-        input its windows must have (size, window, hop). BundleError / BundleLimitError: nothing changed."""
+        bundle (`bundle`: its own bundle directory, None: the default; loaded unless already loaded); `fps`: its
+        analysis rate, at which a false-alert rate is replayed. Returns the input its windows must have (size,
+        window, hop). BundleError / BundleLimitError: nothing changed."""
         settings = self.alert_defaults if alerts is None else AlertConfig.model_validate(
             alerts.model_dump() if isinstance(alerts, AlertConfig) else alerts
         )
@@ -127,7 +133,9 @@ class ScorerService:
             with self._lock:
                 self._removed.discard(camera)
                 self._alert_settings[camera] = settings
+                self._fps[camera] = float(fps)
                 self._refresh(camera)
+                self._resolved(camera, settings)  # also before its first window: the status shows it
             return entry.model_input()
 
     def swap_camera_bundle(self, camera: str, bundle: str | None) -> dict[str, Any]:
@@ -173,6 +181,8 @@ class ScorerService:
             self._removed.add(camera)
             cam = self._cams.pop(camera, None)
             self._alert_settings.pop(camera, None)
+            self._fps.pop(camera, None)
+            self._thresholds.pop(camera, None)
             self.bundles.remove(camera)
             if camera in self._latency_labels:
                 self._latency_labels.discard(camera)
@@ -181,11 +191,14 @@ class ScorerService:
                 cam.close(self.store, "removed")
 
     def _resolved(self, camera: str, settings: AlertConfig) -> AlertConfig:
-        """Alert settings with the threshold filled in from the camera's bundle when the config leaves it to it."""
-        if settings.threshold is not None:
-            return settings
-        threshold = self.bundles.entry_for(camera).detector.config.scoring.threshold
-        return settings.model_copy(update={"threshold": threshold})
+        """Alert settings with the threshold resolved (offline.scoring.alert_rules.resolve_threshold): the config's,
+        else one for its max_false_alerts_per_hour on the camera's bundle's calibration trace, else the bundle's."""
+        config = self.bundles.entry_for(camera).detector.config
+        rules = AlertRules(settings.min_duration_s, settings.hysteresis)
+        resolved = resolve_threshold(settings.threshold, settings.max_false_alerts_per_hour, config.scoring,
+                                     config.calibration, self._fps.get(camera, 5.0), rules)
+        self._thresholds[camera] = resolved
+        return settings.model_copy(update={"threshold": resolved.threshold})
 
     def _camera(self, name: str) -> CameraAlerts:
         cam = self._cams.get(name)
@@ -299,6 +312,7 @@ class ScorerService:
                     "bundle": c.bundle,
                 }
             camera_bundles = {name: self.bundles.camera_bundle(name) for name in self._alert_settings}
+            camera_thresholds = {name: t.to_dict() for name, t in self._thresholds.items()}
             loaded = self.bundles.describe()
         ctx = None
         try:
@@ -327,6 +341,7 @@ class ScorerService:
             "input": {"size": self.detector.size, "window": self.detector.window},
             "cameras": cameras,
             "camera_bundles": camera_bundles,
+            "camera_thresholds": camera_thresholds,
             "loaded_bundles": len(loaded),
             "max_bundles": self.bundles.max_bundles,
             "bundles": loaded,

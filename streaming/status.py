@@ -88,6 +88,8 @@ def camera_rows(fleet: Fleet, names: list[str] | None = None) -> list[dict[str, 
             "warm": s.get("warm", False),
             "warming_up": not s.get("warm", False),
             "alert_open": s.get("alert_open", False),
+            # the threshold in force, where it came from, and the false-alert rate the calibration footage shows at it
+            "threshold": sc.get("camera_thresholds", {}).get(name) if isinstance(sc, dict) else None,
             "event_id": s.get("event_id"),
             "events_opened": s.get("events_opened", 0),
             "queue_depth": s.get("queue_depth", 0),

@@ -224,3 +224,44 @@ def threshold_for_rate(
         threshold=threshold, target_per_hour=float(max_per_hour), expected_per_hour=n * 3600.0 / footage_s,
         bound_per_hour=3600.0 / footage_s, footage_s=footage_s, resolved=allowed >= 1,
     )
+
+
+@dataclass(frozen=True)
+class ResolvedThreshold:
+    """A camera's alert threshold, where it came from, and the false-alert rate its calibration footage shows
+    (None when the bundle keeps no score trace; `bound_per_hour` when that footage shows no alert at all)."""
+
+    threshold: float
+    source: Literal["config", "max_false_alerts_per_hour", "bundle_learned", "bundle"]
+    expected_per_hour: float | None = None
+    bound_per_hour: float | None = None
+    target_per_hour: float | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def resolve_threshold(
+    explicit: float | None, max_per_hour: float | None, scoring, calibration, fps: float, rules: AlertRules = AlertRules(),
+) -> ResolvedThreshold:
+    """The threshold a camera alerts at: a bare `threshold` from the config wins; else one chosen for
+    `max_false_alerts_per_hour` on the bundle's calibration trace replayed at the camera's fps through its rules;
+    else the bundle's learned `alert_threshold`; else the bundle's `threshold`."""
+    trace = calibration.score_trace if calibration is not None else {}
+    target = None
+    if explicit is not None:
+        threshold, source = float(explicit), "config"
+    elif max_per_hour is not None and trace:
+        threshold, source, target = threshold_for_rate(trace, fps, max_per_hour, rules).threshold, "max_false_alerts_per_hour", max_per_hour
+    elif scoring.alert_threshold is not None:
+        threshold, source = float(scoring.alert_threshold), "bundle_learned"
+    else:
+        threshold, source = float(scoring.threshold), "bundle"
+    if not trace:
+        note = None if max_per_hour is None or explicit is not None else (
+            "max_false_alerts_per_hour ignored: the bundle keeps no calibration score trace (export it again)")
+        return ResolvedThreshold(threshold, source, target_per_hour=target, note=note)
+    footage_s = sum(len(t) for t in trace.values()) / fps
+    n = count_alerts(list(trace.values()), fps, threshold, rules)
+    return ResolvedThreshold(threshold, source, n * 3600.0 / footage_s, None if n else 3600.0 / footage_s, target)

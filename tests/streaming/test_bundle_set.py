@@ -273,3 +273,39 @@ def test_service_per_camera_bundles_swap_refusals_limit_and_restart(tmp_path):
         wait_for(lambda: scorer()["cameras"].get("two", {}).get("bundle") == sha(b["c"]), 60, "two scored by c again")
     finally:
         serve.delete("vadbundles")
+
+
+def test_threshold_for_a_false_alert_rate_per_camera_follows_its_bundle_and_fps(bundles, tmp_path):
+    """alerts.max_false_alerts_per_hour: each camera's threshold is chosen on its own bundle's calibration trace,
+    replayed at its own fps; a bare threshold wins; the stats say which and at what expected rate."""
+    import json
+
+    from offline.scoring.alert_rules import AlertRules, count_alerts
+    from tests.offline.scoring.test_alert_rules import _normal_scores
+
+    traced = tmp_path / "traced"
+    _bundle(traced, 32, 5)
+    cfg = json.loads((traced / "config.json").read_text())
+    trace = _normal_scores(1800, 5.0, seed=7)
+    cfg["calibration"] = {"score_trace": {"cal": [round(float(v), 4) for v in trace]}, "frames": len(trace)}
+    (traced / "config.json").write_text(json.dumps(cfg))
+    svc = service(bundles["a"], tmp_path)
+    try:
+        svc.set_camera("slow", {"max_false_alerts_per_hour": 20}, bundle=str(traced), fps=5.0)
+        svc.set_camera("fast", {"max_false_alerts_per_hour": 20}, bundle=str(traced), fps=20.0)
+        svc.set_camera("bare", {"max_false_alerts_per_hour": 20, "threshold": 0.8}, bundle=str(traced), fps=5.0)
+        svc.set_camera("untraced", {"max_false_alerts_per_hour": 20})
+        th = svc.stats()["camera_thresholds"]
+        assert th["slow"]["source"] == th["fast"]["source"] == "max_false_alerts_per_hour"
+        assert th["slow"]["expected_per_hour"] <= 20 and th["fast"]["expected_per_hour"] <= 20
+        # the same footage replayed 4x faster is a quarter of the time: its alerts count 4x per hour
+        assert th["fast"]["threshold"] > th["slow"]["threshold"]
+        rules = AlertRules(0.5, 0.1)
+        assert count_alerts([trace], 5.0, th["slow"]["threshold"], rules) * 2 == pytest.approx(th["slow"]["expected_per_hour"])
+        assert (th["bare"]["threshold"], th["bare"]["source"]) == (0.8, "config")
+        assert (th["untraced"]["threshold"], th["untraced"]["source"]) == (0.9, "bundle") and th["untraced"]["note"]
+        feed(svc, windows("slow", 1, 32, seed=1))
+        cam = wait_for(lambda: svc._cams.get("slow"), 10, "camera slow's alert state")
+        assert cam.tracker.threshold == th["slow"]["threshold"]  # the tracker alerts at it
+    finally:
+        svc.stop()

@@ -208,3 +208,27 @@ def test_threshold_for_rate_rejects_bad_input():
         threshold_for_rate([[0.5]], 5.0, -1.0)
     with pytest.raises(ValueError, match="no calibration footage"):
         threshold_for_rate([], 5.0, 1.0)
+
+
+def test_resolve_threshold_order_config_then_rate_then_learned_then_bundle():
+    from offline.scoring.alert_rules import resolve_threshold
+    from offline.scoring.bundle import Calibration, ScoringSpec
+
+    fps = 5.0
+    trace = _normal_scores(3600, fps, seed=4)
+    cal = Calibration(score_trace={"c": [round(float(v), 4) for v in trace]}, frames=len(trace))
+    spec, learned = ScoringSpec(threshold=0.9), ScoringSpec(threshold=0.9, alert_threshold=0.93)
+    explicit = resolve_threshold(0.8, 10.0, learned, cal, fps)
+    assert (explicit.threshold, explicit.source) == (0.8, "config")
+    assert explicit.expected_per_hour == count_alerts([trace], fps, 0.8)  # one hour of footage: count = rate
+    rate = resolve_threshold(None, 10.0, learned, cal, fps)
+    assert rate.source == "max_false_alerts_per_hour" and rate.target_per_hour == 10.0 and rate.expected_per_hour <= 10
+    assert resolve_threshold(None, None, learned, cal, fps).threshold == 0.93
+    plain = resolve_threshold(None, None, spec, cal, fps)
+    assert (plain.threshold, plain.source) == (0.9, "bundle")
+    # no trace (an old bundle): the rate cannot be chosen, the bundle's threshold holds and no rate is claimed
+    old = resolve_threshold(None, 10.0, spec, Calibration(), fps)
+    assert (old.threshold, old.source, old.expected_per_hour) == (0.9, "bundle", None)
+    assert "no calibration score trace" in old.note
+    quiet = resolve_threshold(0.9999, None, spec, cal, fps)
+    assert quiet.expected_per_hour == 0 and quiet.bound_per_hour == pytest.approx(1.0)
