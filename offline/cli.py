@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("offline.training.cli", "train the spatial or temporal autoencoder (or the discriminator)"),
     "export": ("offline.training.export", "write the model bundle the streaming service loads"),
     "demo-bundle": ("streaming.demo_bundle", "build the demo feed and demo model bundle used by the embedded default"),
+    "record": ("streaming.record_cli", "record a camera's normal footage into segments that vad train --data reads"),
 }
 
 
