@@ -3,7 +3,8 @@
 `DiskLimit.start()` refuses to begin without room (the error names the limit); `allow(n)` is asked before each
 packet is written and answers False once the room is used up. The tree's usage and the disk's free space are
 measured at start, at each segment close and at most every `rescan_s` seconds (so recordings sharing a root see
-each other's files); in between, this recording's own writes are counted exactly.
+each other's files, within about a second of buffered footage); the file being written (`begin`/`end`) is counted
+by the bytes allowed for it, not by its size on disk, which lags behind the muxer's buffer.
 """
 from __future__ import annotations
 
@@ -22,13 +23,18 @@ class DiskLimitError(OSError):
     """Not enough room to start or go on recording; the message names the limit (config field or option)."""
 
 
-def tree_bytes(root: Path) -> int:
-    """Bytes of the regular files under `root` (0 when it does not exist); files vanishing meanwhile are skipped."""
+def tree_bytes(root: Path, exclude: Path | None = None) -> int:
+    """Bytes of the regular files under `root` but `exclude` (0 when it does not exist); files vanishing meanwhile
+    are skipped."""
     total = 0
+    skip = os.fspath(exclude) if exclude is not None else None
     for dirpath, _, files in os.walk(root):
         for name in files:
+            path = os.path.join(dirpath, name)
+            if path == skip:
+                continue
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+                total += os.lstat(path).st_size
             except OSError:
                 continue
     return total
@@ -62,6 +68,9 @@ class DiskLimit:
         self._scanned_at = 0.0
         self._used = 0
         self._free = 0
+        self._own: Path | None = None  # the file being written
+        self._own_bytes = 0  # bytes allowed for it so far
+        self._refused = 0  # the write `allow` last refused
 
     def _existing(self) -> Path:
         """The nearest existing directory at or above the root (the disk whose free space counts)."""
@@ -70,10 +79,25 @@ class DiskLimit:
             path = path.parent
         return path
 
+    def begin(self, path: Path) -> None:
+        """`path` (under the root) is being written from now on: count it by the bytes `allow`ed for it."""
+        self._own, self._own_bytes = Path(path), 0
+
+    def end(self) -> None:
+        """The file being written is closed (or gone): measure it on disk again, and measure now."""
+        self._own, self._own_bytes = None, 0
+        self.scan()
+
     def scan(self) -> int:
         """Measure usage and free space now; returns the room left (bytes, may be negative)."""
-        self._used = tree_bytes(self.root)
-        self._free = shutil.disk_usage(self._existing()).free
+        on_disk = 0
+        if self._own is not None:
+            try:
+                on_disk = self._own.stat().st_size
+            except OSError:
+                on_disk = 0
+        self._used = tree_bytes(self.root, exclude=self._own) + self._own_bytes
+        self._free = shutil.disk_usage(self._existing()).free - max(0, self._own_bytes - on_disk)
         room = self._free - self.min_free_bytes
         if self.max_bytes is not None:
             room = min(room, self.max_bytes - self._used)
@@ -107,18 +131,22 @@ class DiskLimit:
         if cost > self._room:
             self.scan()  # maybe another recording's files went away; the exact answer decides
             if cost > self._room:
+                self._refused = cost
                 return False
         self._room -= cost
+        self._own_bytes += cost
         return True
 
     def reached(self) -> str:
         """Which limit stopped the recording, for the error message (after `allow` said False)."""
         max_name, free_name = self.names
+        fit = (f"the next frame ({format_bytes(self._refused)}) does not fit beside the {format_bytes(SEGMENT_RESERVE)} "
+               f"kept for closing a segment")
         if self.max_bytes is not None and self.max_bytes - self._used <= self._free - self.min_free_bytes:
             return (f"{max_name} reached: {self.root} holds {format_bytes(self._used)} of the "
-                    f"{format_bytes(self.max_bytes)} limit ({self.max_bytes} bytes)")
+                    f"{format_bytes(self.max_bytes)} limit ({self.max_bytes} bytes); {fit}")
         return (f"{free_name} reached: {format_bytes(self._free)} free on the disk holding {self.root}, which must "
-                f"keep {format_bytes(self.min_free_bytes)} free")
+                f"keep {format_bytes(self.min_free_bytes)} free; {fit}")
 
 
 def parse_bytes(text: str) -> int:

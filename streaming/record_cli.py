@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="free space to leave on DIR's disk (default 1G)")
     parser.add_argument("--crf", type=int, default=18, choices=range(0, 52), metavar="0-51",
                         help="x264 quality, lower is better (default 18, visually near lossless)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="pace a video file or demo:// feed at its frame rate, as a camera (default: as fast as it "
+                             "decodes; cameras are always live)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     ingest = IngestSettings(
         transport=args.transport, open_timeout_s=args.open_timeout, read_timeout_s=args.read_timeout,
         backoff_initial_s=CAMERA["backoff_initial_s"].default, backoff_max_s=CAMERA["backoff_max_s"].default,
-        max_reconnects=args.max_reconnects, loop_files=False, realtime_files=False,
+        max_reconnects=args.max_reconnects, loop_files=False, realtime_files=args.realtime,
     )
     limit = DiskLimit(args.out, args.max_bytes, args.min_free, names=("--max-bytes", "--min-free"))
     requested_s = args.minutes * 60

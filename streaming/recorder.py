@@ -230,6 +230,7 @@ class Recorder:
                 if self._writer is None:
                     self._writer = SegmentWriter(self.out, self.dir.next_index(), self.dir.fps, size[1], size[0],
                                                  self.settings.crf)
+                    self.limit.begin(self._writer.path)
                 packets = self._writer.encode(frame)
                 if not self.limit.allow(sum(p.size for p in packets)):
                     recorded = self.progress()["recorded_s"]
@@ -252,20 +253,22 @@ class Recorder:
         writer, self._writer = self._writer, None
         if writer is None:
             return None
-        if writer.frames == 0:
-            writer.abort()
-            writer.path.unlink(missing_ok=True)
-            return None
         try:
-            segment = writer.close()
-        except (OSError, av.error.FFmpegError) as exc:
-            writer.abort()
-            self.error = self.error or f"cannot close segment {writer.path.name}: {describe_error(exc)}"
-            logger.error("%s: %s (the next run rescues what it can)", self.out, self.error)
-            return None
-        self.dir.segments.append(segment)
-        self.dir.save()
-        self.limit.scan()
+            if writer.frames == 0:
+                writer.abort()
+                writer.path.unlink(missing_ok=True)
+                return None
+            try:
+                segment = writer.close()
+            except (OSError, av.error.FFmpegError) as exc:
+                writer.abort()
+                self.error = self.error or f"cannot close segment {writer.path.name}: {describe_error(exc)}"
+                logger.error("%s: %s (the next run rescues what it can)", self.out, self.error)
+                return None
+            self.dir.segments.append(segment)
+            self.dir.save()
+        finally:
+            self.limit.end()
         logger.info("%s: segment %s closed (%d frames, %d bytes)", self.out, segment.file, segment.frames, segment.bytes)
         return segment
 

@@ -100,7 +100,8 @@ class SegmentWriter:
         self.fps = fps
         self.width, self.height = width, height
         self.path = partial_path(self.directory, index)
-        self.frames = 0
+        self.frames = 0  # frames written (muxed)
+        self._pts = 0  # frames encoded
         self.muxed_bytes = 0
         self._container = av.open(str(self.path), "w", format="matroska", options=CONTAINER_OPTIONS)
         rate = Fraction(fps).limit_denominator(1001)
@@ -117,20 +118,24 @@ class SegmentWriter:
     def encode(self, rgb: np.ndarray) -> list:
         """Encode one (H, W, 3) uint8 frame of this segment's size; returns its packets (not yet written)."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = self.frames
+        frame.pts = self._pts
         frame.time_base = self._time_base
-        self.frames += 1
+        self._pts += 1
         return list(self._stream.encode(frame))
 
     def mux(self, packets: list) -> None:
-        """Write packets from `encode` to the partial file (flushed at once)."""
+        """Write the packets `encode` gave for one frame to the partial file (counted as one frame)."""
+        self._write(packets)
+        self.frames += 1
+
+    def _write(self, packets: list) -> None:
         for packet in packets:
             self.muxed_bytes += packet.size
             self._container.mux(packet)
 
     def close(self) -> Segment:
         """Flush the encoder, write the index, and rename the partial file to its final name: playable from now."""
-        self.mux(list(self._stream.encode()))
+        self._write(list(self._stream.encode()))
         self._container.close()
         final = self.directory / segment_name(self.index)
         _finalize(self.path, final)
