@@ -169,6 +169,7 @@ class Recorder:
         with self._lock:
             self.state = "recording"
             self.dir.source, self.dir.camera, self.dir.state, self.dir.error = self.source, self.camera, "recording", None
+            self.dir.requested_s, self.dir.started_s = self.requested_s, self.dir.started_s or self.started_s
             self.dir.save()
             self._loop = IngestLoop(self.camera, self._url, settings, on_window=self._on_window,
                                     on_state=self._on_state, credentials_env=self.credentials_env)

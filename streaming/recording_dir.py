@@ -44,6 +44,8 @@ class RecordingDir:
     state: str = "new"
     error: str | None = None
     reconnects: int = 0  # over all runs
+    requested_s: float | None = None  # the last run's target
+    started_s: float | None = None  # when the first run started (epoch seconds)
 
     @property
     def frames(self) -> int:
@@ -77,6 +79,8 @@ class RecordingDir:
             "state": self.state,
             "error": scrub_url(self.error) if self.error else None,
             "reconnects": self.reconnects,
+            "requested_s": self.requested_s,
+            "started_s": self.started_s,
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "bytes": self.bytes,
@@ -131,6 +135,8 @@ def open_dir(path: Path, fps: float | None, max_side: int | None, *, fps_name: s
         data.get("state", "new"),
         data.get("error"),
         int(data.get("reconnects", 0)),
+        data.get("requested_s"),
+        data.get("started_s"),
     )
     if fps is not None and abs(fps - rec.fps) > 1e-9:
         raise RecordingDirError(

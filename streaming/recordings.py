@@ -8,8 +8,10 @@ pinned to the control plane's node, so the files land under `recordings.root` on
 on, and owned by the control plane's replica (it stops with the service; the open segment is closed first).
 
 A recording writes into `<recordings.root>/<camera>/<id>/`, so `vad train --data <recordings.root>/<camera>`
-trains on every recording of that camera. `Recordings` keeps the table (in memory: past recordings' manifests stay
-on disk) and polls running actors for progress; a finished actor is asked for its last progress and released.
+trains on every recording of that camera. `Recordings` keeps the table and polls running actors for progress; a
+finished actor is asked for its last progress and released. At start it lists the recordings of earlier runs from
+their manifests; one cut short by a service stop (no clean-up call under SIGTERM) gets its open segment rescued
+(streaming/recording_dir.py) and is marked "stopped".
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from streaming.credentials import scrub_url
 from streaming.disk_limit import DiskLimit
 from streaming.ingest import IngestSettings
 from streaming.recorder import ACTIVE, RecordSettings, Recorder
+from streaming.recording_dir import MANIFEST, RecordingDirError, open_dir
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,11 @@ class Recordings:
         self._stop = threading.Event()
         threading.Thread(target=self._reap, name="recordings-reap", daemon=True).start()
 
+    def _load_past(self) -> None:
+        for entry in past_recordings(Path(self.cfg.root)):
+            with self._lock:
+                self._entries.setdefault(entry.id, entry)
+
     def limit(self) -> DiskLimit:
         """The disk limit every API recording shares: `max_bytes` over the whole root, `min_free_bytes` on its disk."""
         return DiskLimit(self.cfg.root, self.cfg.max_bytes, self.cfg.min_free_bytes, names=LIMIT_NAMES)
@@ -174,7 +182,11 @@ class Recordings:
             ray.kill(actor)
 
     def _reap(self) -> None:
-        """Release the actors of finished recordings even when nobody asks about them."""
+        """List earlier runs' recordings, then release the actors of finished recordings even when nobody asks."""
+        try:
+            self._load_past()
+        except Exception:  # noqa: BLE001 - a damaged old recording must not stop new ones
+            logger.exception("recordings under %s: listing earlier recordings failed", self.cfg.root)
         while not self._stop.wait(POLL_S):
             for entry in list(self._entries.values()):
                 if entry.actor is not None:
@@ -195,3 +207,27 @@ class Recordings:
             except Exception:  # noqa: BLE001 - best effort: the next vad record into that directory rescues it
                 logger.warning("recording %s did not stop cleanly", entry.id)
             ray.kill(actor)
+
+
+def past_recordings(root: Path) -> list[Entry]:
+    """The recordings under `root` (`<camera>/<id>/recording.json`) as finished entries; one whose manifest still
+    says it is recording (the service stopped under it) is reconciled (its partial file rescued) and marked stopped."""
+    entries = []
+    for manifest in sorted(root.glob(f"*/*/{MANIFEST}")):
+        out = manifest.parent
+        try:
+            rec = open_dir(out, None, None)
+            if rec.state in ACTIVE:
+                rec.state, rec.error = "stopped", "the service stopped during the recording"
+                rec.save()
+        except (RecordingDirError, OSError, ValueError) as exc:
+            logger.warning("recording %s not listed: %s", out, exc)
+            continue
+        requested = rec.requested_s or rec.seconds
+        entry = Entry(out.name, out.parent.name, out, round(requested, 3), rec.started_s or manifest.stat().st_mtime)
+        entry.last = {"state": rec.state, "recorded_s": round(rec.seconds, 3), "segments": len(rec.segments),
+                      "progress": round(min(1.0, rec.seconds / requested), 4) if requested else 1.0,
+                      "bytes": rec.bytes, "error": scrub_url(rec.error) if rec.error else None, "fps": rec.fps,
+                      "max_side": rec.max_side, "source": scrub_url(rec.source)}
+        entries.append(entry)
+    return entries

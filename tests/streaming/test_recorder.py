@@ -159,6 +159,19 @@ def test_a_killed_recording_loses_at_most_its_open_segments_tail(tmp_path):
     assert {k: len(v) for k, v in read_all(out).items()} == {Path(s["file"]).stem: s["frames"] for s in m["segments"]}
 
 
+def test_vad_train_trains_on_a_recording_directory_as_it_is(clip, tmp_path):
+    out, run = tmp_path / "rec", tmp_path / "run"
+    assert vad(["record", str(clip), "--minutes", "0.12", "--fps", "10", "--segment-minutes", "0.06", "--out", str(out),
+                "--no-progress"]) == 0
+    assert vad(["train", "--target", "spatial", "--schedule", "tiny", "--data", str(out), "--out", str(run),
+                "--set", "train.max_steps=2", "--set", "pa.spatial=none", "--no-progress"]) == 0
+    records = [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
+    start = records[0]
+    assert start["event"] == "start" and start["windows"] > 0 and start["holdout_windows"] > 0  # both 36-frame segments
+    assert [r["step"] for r in records if r["event"] == "epoch"] == [1, 2]
+    assert (run / "weights.safetensors").is_file()
+
+
 def test_resume_continues_and_a_changed_fps_is_refused(clip, tmp_path, capsys):
     out = tmp_path / "rec"
     base = [str(clip), "--segment-minutes", "0.01", "--out", str(out), "--no-progress", "--max-side", "160"]

@@ -27,6 +27,39 @@ def test_recordings_root_defaults_beside_the_events_and_bad_fields_are_named(tmp
         parse_service_config({"recordings": {"segment_minutes": 0}})
 
 
+def test_earlier_recordings_are_listed_and_one_cut_short_by_a_stop_is_rescued(tmp_path):
+    from streaming.demo_feed import DemoFeed
+    from streaming.recording_dir import open_dir
+    from streaming.recordings import past_recordings
+    from streaming.segments import SegmentWriter
+
+    feed = DemoFeed(seed=0, fps=10, size=(64, 96), anomaly_every_s=None)
+
+    def segment(out, index, n):
+        writer = SegmentWriter(out, index, fps=10, width=96, height=64)
+        for i in range(n):
+            writer.mux(writer.encode(feed.frame(i)))
+        return writer
+
+    for rid, state in (("door-1", "done"), ("door-2", "recording")):
+        rec = open_dir(tmp_path / "door" / rid, fps=10, max_side=None)
+        rec.segments.append(segment(rec.path, 1, 12).close())
+        rec.state, rec.requested_s, rec.started_s = state, 6.0, {"door-1": 1.0, "door-2": 2.0}[rid]
+        rec.source = f"rtsp://admin:{PASSWORD}@cam/x"
+        rec.save()
+    killed = segment(tmp_path / "door" / "door-2", 2, 25)  # the service was stopped while this one was open
+    on_disk = killed.path.read_bytes()
+    killed.abort()
+    killed.path.write_bytes(on_disk)
+    done, stopped = past_recordings(tmp_path)
+    assert (done.id, done.camera, done.last["state"], done.last["recorded_s"], done.last["progress"]) == (
+        "door-1", "door", "done", 1.2, 0.2)
+    assert stopped.last["state"] == "stopped" and stopped.last["error"] == "the service stopped during the recording"
+    assert stopped.last["segments"] == 2 and 2.2 <= stopped.last["recorded_s"] <= 3.7  # the open segment rescued
+    assert stopped.view()["source"] == "rtsp://***@cam/x" and PASSWORD not in str(stopped.view())
+    assert open_dir(tmp_path / "door" / "door-2", None, None).state == "stopped"
+
+
 @pytest.mark.slow
 def test_recordings_through_the_service(rtsp_server_factory, demo_video, tmp_path):
     server = rtsp_server_factory({"demo": demo_video[0]}, user=f"admin:{PASSWORD}")
