@@ -76,6 +76,9 @@ class Recorder:
         credentials_env: environment prefix for the credentials instead of VAD_CAMERA_<NAME>.
         on_progress: called with `progress()` after every frame and state change (from the decoding thread).
     `run()` blocks until the target is reached, the source fails for good, the limit is reached or `stop()`.
+    Frames are encoded in the decoding thread (the ingest loop's callback), not handed to a queue: at a recording's
+    few frames per second, libx264 (veryfast, zerolatency) takes milliseconds a frame, so the decoder is not held
+    up, and no frame is dropped for want of room in a queue.
     """
 
     def __init__(self, url: str, out: Path, requested_s: float, *, settings: RecordSettings, limit: DiskLimit,
