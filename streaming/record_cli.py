@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="rtsp://, rtsps://, a video file or demo://; credentials better in the environment")
     parser.add_argument("--minutes", type=_positive(float), required=True,
                         help="minutes of footage DIR should hold in all (earlier runs count), e.g. 30 or 0.5")
-    parser.add_argument("--out", type=Path, required=True, help="recording directory (vad train --data DIR reads it)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="recording directory (vad train --data DIR reads it)")
     parser.add_argument("--fps", type=_positive(float), default=None,
                         help=f"frames kept per second (default: as DIR was recorded, else the cameras' analysis rate, "
                              f"{CAMERA['fps'].default:g})")
