@@ -19,6 +19,13 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
   DELETE /cameras/{name}           stop and remove it (its open alert closes with reason "removed")
   GET  /events?camera=&since=&until=&min_score=&status=&limit=     events, newest first
   GET  /events/{id}, /events/{id}/snapshot (image/jpeg)
+  POST /cameras/{name}/recordings {"minutes": M[, "fps": F, "max_side": S]}   record normal footage of the camera
+                                   (streaming/recordings.py) into recordings.root/<camera>/<id>/ for vad train --data
+                                   -> 202; 404 unknown camera, 422 naming the bad field (minutes in (0, 1440]), 409
+                                   while that camera already records, 507 naming recordings.max_bytes or
+                                   recordings.min_free_bytes when there is no room
+  GET  /recordings, /recordings/{id}   state (queued, recording, done, failed, stopped), recorded_s of requested_s,
+                                   progress, segments, bytes, error (credentials scrubbed), dir
   PUT  /cameras/{name}/bundle {"path": "/abs/dir" | null}   hot-swap one camera's model (null: back to the
                                    default bundle) with the guarantees of PUT /bundle; its windows follow the new
                                    bundle's input; 404 unknown camera, 403, 422 and 409 as for POST; persisted
@@ -63,6 +70,8 @@ from streaming.bundle_set import BundleLimitError
 from streaming.config import CameraConfig, ServiceConfig, parse_service_config, resolve_paths
 from streaming.credentials import scrub_url
 from streaming.fleet import Fleet, NoScorerError
+from streaming.disk_limit import DiskLimitError
+from streaming.recordings import RecordingRequest, Recordings
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +151,7 @@ class ControlPlane:
 
             ensure_demo_bundle(cfg.scorer.bundle)
         self.fleet = Fleet(cfg)
+        self.recordings = Recordings(cfg.recordings, cfg.namespace)
 
     def _auth(self, request: Request) -> None:
         if self.token is None:
@@ -283,6 +293,37 @@ class ControlPlane:
         saved = self.fleet.persistence()["persisted"]
         return Response(status_code=204, headers={"X-VAD-Persisted": "true" if saved else "false"})
 
+    @api.post("/cameras/{name}/recordings", status_code=202)
+    def start_recording(self, name: str, body: RecordingRequest, request: Request) -> dict:
+        """POST /cameras/{name}/recordings: record `minutes` of the camera's footage (202; 404, 409, 507)."""
+        self._auth(request)
+        cam = self._camera(name)
+        try:
+            real = self.fleet.cfg.confine_camera(cam.url)  # a file camera is read at its checked real path
+        except PermissionError as exc:
+            raise HTTPException(403, scrub_url(str(exc))) from None
+        try:
+            return self.recordings.start(cam, cam.url if real is None else str(real), body)
+        except KeyError as exc:
+            raise HTTPException(409, f"camera {name!r} is already recording (recording {exc.args[0]})") from None
+        except DiskLimitError as exc:
+            raise HTTPException(507, str(exc)) from None
+
+    @api.get("/recordings")
+    def list_recordings(self, request: Request) -> list[dict]:
+        """GET /recordings: every recording of this run, newest first, with its progress."""
+        self._auth(request)
+        return self.recordings.list()
+
+    @api.get("/recordings/{rid}")
+    def get_recording(self, rid: str, request: Request) -> dict:
+        """GET /recordings/{id}: one recording's state and progress (404 if unknown)."""
+        self._auth(request)
+        rec = self.recordings.get(rid)
+        if rec is None:
+            raise HTTPException(404, f"no recording {rid!r}")
+        return rec
+
     @api.get("/scorers")
     def scorers(self, request: Request) -> dict:
         """GET /scorers: batching and utilisation per scorer actor."""
@@ -353,12 +394,13 @@ class ControlPlane:
         return Response(jpeg, media_type="image/jpeg")
 
     def __del__(self) -> None:
-        fleet = getattr(self, "fleet", None)
-        if fleet is not None:
-            try:
-                fleet.shutdown()
-            except Exception:  # noqa: BLE001 - best effort at teardown
-                pass
+        for part in ("recordings", "fleet"):  # recordings first: each closes its open segment
+            owner = getattr(self, part, None)
+            if owner is not None:
+                try:
+                    owner.shutdown()
+                except Exception:  # noqa: BLE001 - best effort at teardown
+                    pass
 
 
 def build_app(args: dict) -> serve.Application:

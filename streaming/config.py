@@ -212,6 +212,21 @@ class HttpConfig(Strict):
         return None
 
 
+class RecordingsConfig(Strict):
+    """Recordings of normal footage made through the API (POST /cameras/{name}/recordings; streaming/recordings.py)."""
+
+    root: Path | None = Field(
+        None, description="directory holding every API recording (<root>/<camera>/<id>/); default: recordings/ beside "
+        "events.path (runs/recordings)"
+    )
+    max_bytes: int = Field(20 * 2**30, ge=1, description="most bytes all recordings under root may hold together")
+    min_free_bytes: int = Field(2**30, ge=0, description="free space a recording always leaves on root's disk")
+    segment_minutes: float = Field(5.0, gt=0, le=60, description="minutes of footage per segment file")
+    crf: int = Field(18, ge=0, le=51, description="x264 quality of the segments (lower is better; 18 near lossless)")
+    max_reconnects: int = Field(60, ge=0, description="a recording fails after this many failed reconnects in a row")
+    num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per recording actor")
+
+
 class ServiceConfig(Strict):
     """The whole service config (the `args:` of deploy/config.yaml); validated once in build_app."""
 
@@ -220,6 +235,7 @@ class ServiceConfig(Strict):
     alerts: AlertConfig = AlertConfig()
     events: EventsConfig = EventsConfig()
     state: StateConfig = StateConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
     http: HttpConfig = HttpConfig()
     camera_num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per camera actor (fractional)")
     max_inflight_windows: int = Field(
@@ -306,9 +322,10 @@ class ServiceConfig(Strict):
 
 
 def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
-    """Make the bundles (the default and the cameras' own), bundle roots, camera file roots, events and state paths
-    absolute against `base` (actors may run in another directory); the roots and state file get their defaults (beside the bundle, beside the config's
-    file cameras, beside the events database)."""
+    """Make the bundles (the default and the cameras' own), bundle roots, camera file roots, events, state and
+    recordings paths absolute against `base` (actors may run in another directory); the roots, state file and
+    recordings root get their defaults (beside the bundle, beside the config's file cameras, beside the events
+    database)."""
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
@@ -322,6 +339,8 @@ def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
     cameras = [c if c.bundle is None else c.model_copy(update={"bundle": absolute(c.bundle)}) for c in cfg.cameras]
     cfg = cfg.model_copy(update={"scorer": scorer, "events": events, "cameras_file_roots": file_roots,
                                  "cameras": cameras})
+    rec_root = absolute(cfg.recordings.root) if cfg.recordings.root is not None else events.path.with_name("recordings")
+    cfg = cfg.model_copy(update={"recordings": cfg.recordings.model_copy(update={"root": rec_root})})
     return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
 
 

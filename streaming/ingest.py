@@ -27,7 +27,7 @@ class IngestSettings:
 
     transport: str = "tcp"
     fps: float | None = 25.0  # analysis frame rate (None: every decoded frame)
-    size: int = 256
+    size: int | None = 256  # frames resized to size x size; None: as decoded (the recorder, streaming/recorder.py)
     window: int = 16
     hop: int = 16
     open_timeout_s: float = 10.0

@@ -5,7 +5,8 @@ Layouts:
   ucsd     UCSD's release: root/{Train,Test}/{Train001,Test001}/*.tif, ground truth Test/UCSDped2.m.
   frames   root/{training,testing}/frames/01/*.jpg; labels.json or MNAD's frame_labels_<name>.npy.
   avenue   root/{training,testing}_videos/01.avi; labels.json, per-clip .npy, or none.
-  videos   a folder (or one file) of .mp4/.mkv/.avi/.mov: all normal training footage, no labels.
+  videos   a folder (or one file) of .mp4/.mkv/.avi/.mov, searched recursively, hidden files skipped: all normal
+           training footage, no labels. A `vad record` directory is one (its open segment is hidden until closed).
 """
 from __future__ import annotations
 
