@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-ldm": ("offline.pa.convert_ldm", "convert a CompVis LDM inpainting .ckpt to a local diffusers directory"),
     "train": ("offline.training.cli", "train the spatial or temporal autoencoder (or the discriminator)"),
     "export": ("offline.training.export", "write the model bundle the streaming service loads"),
-    "learn": ("offline.learn", "learn a scene from its normal footage: train, export with calibration, measure on unseen footage"),
+    "learn": ("streaming.learn_cli", "learn a scene from its normal footage: train, export with calibration, measure on unseen footage"),
     "demo-bundle": ("streaming.demo_bundle", "build the demo feed and demo model bundle used by the embedded default"),
     "record": ("streaming.record_cli", "record a camera's normal footage into segments that vad train --data reads"),
 }

@@ -182,16 +182,16 @@ def learn(
     return LearnResult(out, report)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`vad learn`'s arguments."""
-    parser.add_argument("--data", type=Path, required=True, help="the scene's normal footage (a folder `vad train --data` reads)")
-    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+def add_arguments(parser: argparse.ArgumentParser, paths_required: bool = True) -> None:
+    """`vad learn`'s arguments (`paths_required` False: --data and --out may come from a camera's config)."""
+    parser.add_argument("--data", type=Path, required=paths_required, help="the scene's normal footage (a folder `vad train --data` reads)")
+    parser.add_argument("--out", type=Path, required=paths_required, help="bundle directory to write")
     parser.add_argument("--schedule", default="cpu", help="training schedule: cpu (default), tiny, paper (GPU)")
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="last part of the footage kept unseen, for the evaluation")
     parser.add_argument("--max-false-alerts-per-hour", type=float, help="choose the alert threshold for this rate on the calibration footage")
     parser.add_argument("--fps", type=float, help="the camera's analysis rate (default: the footage's)")
-    parser.add_argument("--min-duration-s", type=float, default=AlertRules.min_duration_s)
-    parser.add_argument("--hysteresis", type=float, default=AlertRules.hysteresis)
+    parser.add_argument("--min-duration-s", type=float, help=f"alert rule replayed (default {AlertRules.min_duration_s})")
+    parser.add_argument("--hysteresis", type=float, help=f"alert rule replayed (default {AlertRules.hysteresis})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a training config field (as vad train --set)")
     parser.add_argument("--scoring", action="append", default=[], metavar="KEY=VALUE", help="a bundle scoring field (as vad export --scoring)")
@@ -207,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         result = learn(
             args.data, args.out, schedule=args.schedule, eval_fraction=args.eval_fraction,
             max_false_alerts_per_hour=args.max_false_alerts_per_hour, fps=args.fps,
-            rules=AlertRules(min_duration_s=args.min_duration_s, hysteresis=args.hysteresis),
+            rules=AlertRules(**{k: v for k, v in (("min_duration_s", args.min_duration_s), ("hysteresis", args.hysteresis))
+                                if v is not None}),
             overrides=parse_overrides(args.overrides), scoring=parse_scoring(args.scoring), progress=not args.no_progress,
         )
     except (LearnError, FileNotFoundError, ValueError) as exc:  # ConfigError and DataError are ValueErrors

@@ -29,6 +29,13 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
   PUT  /cameras/{name}/bundle {"path": "/abs/dir" | null}   hot-swap one camera's model (null: back to the
                                    default bundle) with the guarantees of PUT /bundle; its windows follow the new
                                    bundle's input; 404 unknown camera, 403, 422 and 409 as for POST; persisted
+  POST /cameras/{name}/learn {"schedule"?, "max_false_alerts_per_hour"?, "swap"?, "overrides"?}   learn the camera's
+                                   scene from recordings.root/<camera>/ (streaming/learn_jobs.py: a Ray task with
+                                   learn.num_cpus) into learn.bundles_root/<camera>/<job id> -> 202; 404 unknown
+                                   camera, 422 naming the bad field, 409 while it learns or with no recordings;
+                                   "swap": put the new bundle in for this camera only if the job succeeds
+  GET  /jobs?camera=, /jobs/{id}  state (queued, running, done, failed), progress (stage, fraction, step), result
+                                   (learn.json: score quantiles, false alerts per hour on unseen footage) or error
   GET  /scorers                    batching and utilisation per scorer, and its loaded bundles (path, sha256
                                    prefix, cameras, parameter bytes)
   GET  /bundle                     the default model bundle (path, weights sha256 prefix, version)
@@ -71,6 +78,7 @@ from streaming.config import CameraConfig, ServiceConfig, parse_service_config, 
 from streaming.credentials import scrub_url
 from streaming.fleet import Fleet, NoScorerError
 from streaming.disk_limit import DiskLimitError
+from streaming.learn_jobs import JobConflict, LearnJobs, LearnRequest
 from streaming.recordings import RecordingRequest, Recordings
 
 logger = logging.getLogger(__name__)
@@ -152,6 +160,7 @@ class ControlPlane:
             ensure_demo_bundle(cfg.scorer.bundle)
         self.fleet = Fleet(cfg)
         self.recordings = Recordings(cfg.recordings, cfg.namespace)
+        self.learn_jobs = LearnJobs(cfg.learn, swap=lambda name, path: self.fleet.swap_camera_bundle(name, path, via_api=True))
 
     def _auth(self, request: Request) -> None:
         if self.token is None:
@@ -323,6 +332,37 @@ class ControlPlane:
         if rec is None:
             raise HTTPException(404, f"no recording {rid!r}")
         return rec
+
+    @api.post("/cameras/{name}/learn", status_code=202)
+    def start_learn(self, name: str, body: LearnRequest, request: Request) -> dict:
+        """POST /cameras/{name}/learn: learn the camera's scene from its recordings in a Ray task (202; 404 unknown
+        camera, 409 while it learns or when it has no recordings yet)."""
+        self._auth(request)
+        cam = self._camera(name)
+        settings = cam.alert_settings(self.fleet.cfg.alerts)
+        rules = {"min_duration_s": settings.min_duration_s, "hysteresis": settings.hysteresis}
+        try:
+            return self.learn_jobs.start(name, self.fleet.cfg.recordings.root / name, body, fps=cam.fps, rules=rules,
+                                         max_false_alerts_per_hour=settings.max_false_alerts_per_hour)
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except FileNotFoundError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @api.get("/jobs")
+    def list_jobs(self, request: Request, camera: str | None = Query(None, max_length=64)) -> list[dict]:
+        """GET /jobs?camera=: learn jobs of this run, newest first, with progress and results."""
+        self._auth(request)
+        return self.learn_jobs.list(camera)
+
+    @api.get("/jobs/{job_id}")
+    def get_job(self, job_id: str, request: Request) -> dict:
+        """GET /jobs/{id}: one learn job (state, progress, result or the reason it failed); 404 if unknown."""
+        self._auth(request)
+        job = self.learn_jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no learn job {job_id!r}")
+        return job
 
     @api.get("/scorers")
     def scorers(self, request: Request) -> dict:

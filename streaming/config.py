@@ -227,6 +227,20 @@ class RecordingsConfig(Strict):
     num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per recording actor")
 
 
+class LearnConfig(Strict):
+    """`vad learn` from the service (POST /cameras/{name}/learn, streaming/learn_jobs.py): where learned bundles go
+    and what a learn job may use."""
+
+    bundles_root: Path | None = Field(
+        None, description="learned bundles go to <bundles_root>/<camera>/<job id>; it must lie inside scorer.bundle_roots "
+        "for a new bundle to be swapped in; default: learned/ in the first of them (runs/demo/learned)",
+    )
+    schedule: Literal["tiny", "cpu", "paper"] = Field("cpu", description="training schedule (`vad train --schedule`)")
+    eval_fraction: float = Field(0.2, ge=0, lt=1, description="last part of the recordings kept unseen, for the evaluation")
+    num_cpus: float = Field(1.0, gt=0, le=64, description="Ray CPUs a learn job reserves (scorers keep theirs)")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="Ray GPUs a learn job reserves (0: train on CPU)")
+
+
 class ServiceConfig(Strict):
     """The whole service config (the `args:` of deploy/config.yaml); validated once in build_app."""
 
@@ -236,6 +250,7 @@ class ServiceConfig(Strict):
     events: EventsConfig = EventsConfig()
     state: StateConfig = StateConfig()
     recordings: RecordingsConfig = RecordingsConfig()
+    learn: LearnConfig = LearnConfig()
     http: HttpConfig = HttpConfig()
     camera_num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per camera actor (fractional)")
     max_inflight_windows: int = Field(
@@ -325,7 +340,7 @@ def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
     """Make the bundles (the default and the cameras' own), bundle roots, camera file roots, events, state and
     recordings paths absolute against `base` (actors may run in another directory); the roots, state file and
     recordings root get their defaults (beside the bundle, beside the config's file cameras, beside the events
-    database)."""
+    database), and learned bundles go into the first bundle root."""
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
@@ -341,6 +356,9 @@ def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
                                  "cameras": cameras})
     rec_root = absolute(cfg.recordings.root) if cfg.recordings.root is not None else events.path.with_name("recordings")
     cfg = cfg.model_copy(update={"recordings": cfg.recordings.model_copy(update={"root": rec_root})})
+    learned = absolute(cfg.learn.bundles_root) if cfg.learn.bundles_root is not None else (
+        scorer.bundle_roots[0] / "learned" if scorer.bundle_roots else base / "runs" / "learned")
+    cfg = cfg.model_copy(update={"learn": cfg.learn.model_copy(update={"bundles_root": learned})})
     return cfg.model_copy(update={"state": cfg.state.model_copy(update={"path": absolute(cfg.state_file())})})
 
 

@@ -20,31 +20,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from offline.config import Strict
+from streaming.config import LearnConfig
 
 logger = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "done", "failed"]
+# what a learn request may change: how long and how big the model trains, never a path
+REQUEST_OVERRIDES = frozenset({"train.epochs", "train.max_steps", "train.batch_size", "train.lr", "train.seed",
+                               "data.size", "data.train_stride", "model.channels", "pa.spatial"})
 PROGRESS_FILE = "progress.json"
 
 
 class JobConflict(RuntimeError):
     """A camera already has a learn job queued or running."""
-
-
-class LearnConfig(Strict):
-    """Where learned bundles go and what a learn job may use (the `learn:` section)."""
-
-    bundles_root: Path = Field(
-        Path("runs/bundles"), description="learned bundles go to <bundles_root>/<camera>/<time>; must lie inside "
-        "scorer.bundle_roots for the new bundle to be swapped in",
-    )
-    schedule: Literal["tiny", "cpu", "paper"] = Field("cpu", description="training schedule (`vad train --schedule`)")
-    eval_fraction: float = Field(0.2, ge=0, lt=1, description="last part of the recordings kept unseen, for the evaluation")
-    num_cpus: float = Field(1.0, gt=0, le=64, description="Ray CPUs a learn job reserves (scorers keep theirs)")
-    num_gpus: float = Field(0.0, ge=0, le=8, description="Ray GPUs a learn job reserves (0: train on CPU)")
 
 
 class LearnRequest(Strict):
@@ -54,7 +45,16 @@ class LearnRequest(Strict):
     max_false_alerts_per_hour: float | None = Field(
         None, ge=0, le=3600, description="choose the alert threshold for this rate (default: the camera's, else alerts')")
     swap: bool = Field(False, description="put the new bundle in for this camera when the job succeeds")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="training config fields (SECTION.KEY: value)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description=f"training fields (SECTION.KEY: value), only {sorted(REQUEST_OVERRIDES)}")
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(set(v) - REQUEST_OVERRIDES)  # never paths: a request must not choose what is read or written
+        if bad:
+            raise ValueError(f"{bad} may not be set through the API (allowed: {sorted(REQUEST_OVERRIDES)})")
+        return v
 
 
 @dataclass
@@ -139,6 +139,8 @@ class LearnJobs:
                 raise JobConflict(f"camera {camera!r} already has learn job {busy[0]} under way")
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             job_id = f"{camera}-{stamp}-{uuid.uuid4().hex[:6]}"
+            if self.cfg.bundles_root is None:
+                raise ValueError("learn.bundles_root is not set (streaming.config.resolve_paths gives it its default)")
             out = self.cfg.bundles_root / camera / job_id
             job = Job(job_id, camera, str(data), str(out), request.schedule or self.cfg.schedule, request.swap)
             self._jobs[job_id] = job

@@ -1,6 +1,7 @@
 """streaming/learn_jobs.py: learn jobs as real Ray tasks on real footage (vtest segments), swapped in, refused, killed."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -60,9 +61,9 @@ def test_a_learn_job_trains_reports_and_swaps_in_the_new_bundle(jobs, recordings
 
 
 def test_a_learn_that_fails_says_why_and_swaps_nothing(jobs, recordings):
-    job = jobs.start("lobby", recordings, LearnRequest(swap=True, overrides={"train.nope": 1}), fps=10.0, rules=RULES)
+    job = jobs.start("lobby", recordings, LearnRequest(swap=True, overrides={"data.size": 8}), fps=10.0, rules=RULES)
     done = finished(jobs, job["id"], 60)
-    assert done["state"] == "failed" and "train.nope" in done["error"], done
+    assert done["state"] == "failed" and "data.size" in done["error"], done
     assert jobs.swapped == [] and not (Path(done["bundle"]) / "config.json").exists()
 
 
@@ -75,10 +76,45 @@ def test_a_killed_learn_worker_fails_the_job_and_leaves_the_running_bundle(jobs,
     assert done["state"] == "failed" and "died" in done["error"], done
     assert jobs.swapped == [] and not (Path(done["bundle"]) / "config.json").exists()
     # the camera is free again
-    again = jobs.start("lobby", recordings, LearnRequest(overrides={"train.nope": 1}), fps=10.0, rules=RULES)
+    again = jobs.start("lobby", recordings, LearnRequest(overrides={"data.size": 8}), fps=10.0, rules=RULES)
     assert finished(jobs, again["id"], 60)["state"] == "failed"
+
+
+def test_a_request_may_not_choose_paths():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="data.root"):
+        LearnRequest(overrides={"data.root": "/etc"})
+    with pytest.raises(ValidationError, match="train.out_dir"):
+        LearnRequest(overrides={"train.epochs": 1, "train.out_dir": "/tmp/x"})
 
 
 def test_no_recordings_is_refused_naming_the_folder(jobs, tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "none")):
         jobs.start("lobby", tmp_path / "none", LearnRequest(), fps=10.0, rules=RULES)
+
+
+def test_vad_learn_camera_reads_its_recordings_and_rules_from_the_service_config(recordings, tmp_path, capsys):
+    import yaml
+
+    from offline.cli import main as vad
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "cameras": [{"name": "lobby", "url": "demo://street", "fps": 10, "min_duration_s": 1.0}],
+        "alerts": {"max_false_alerts_per_hour": 120},
+        "scorer": {"bundle": str(tmp_path / "bundles" / "default"), "build_demo_bundle": False},
+        "recordings": {"root": str(recordings.parent)},
+    }))
+    assert vad(["learn", "--camera", "nobody", "--config", str(config)]) == 2
+    assert "no camera named 'nobody'" in capsys.readouterr().err
+    code = vad(["learn", "--camera", "lobby", "--config", str(config), "--schedule", "tiny", "--no-progress",
+                "--set", "train.epochs=1", "--set", "pa.spatial=none"])
+    assert code == 0
+    out = capsys.readouterr().out
+    bundle = Path(out.split('"path": "')[1].split('"')[0])
+    assert bundle.parent == tmp_path / "bundles" / "learned" / "lobby"  # inside scorer.bundle_roots: swappable
+    report = json.loads((bundle / "learn.json").read_text())
+    assert report["replay_fps"] == 10 and report["rules"]["min_duration_s"] == 1.0
+    assert report["threshold_choice"]["target_per_hour"] == 120
+    assert "PUT 127.0.0.1:8000/cameras/lobby/bundle" in out
