@@ -7,6 +7,7 @@ streaming/static/page.js, which keeps the formatting in one place. `base` is the
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
@@ -235,9 +236,10 @@ def login_page(base: str, next_path: str, wrong: bool) -> str:
 def docs_page(base: str, openapi: dict[str, Any]) -> str:
     """The API's routes from its OpenAPI document, and where that document is (works offline: no CDN assets)."""
     rows = []
-    for path, methods in openapi.get("paths", {}).items():
+    for path, methods in sorted(openapi.get("paths", {}).items()):
         for method, op in methods.items():
-            what = next(iter((op.get("description") or op.get("summary") or "").splitlines()), "")
+            first = (op.get("description") or op.get("summary") or "").split("\n\n")[0]
+            what = re.sub(r"^[A-Z]+ \S+: ", "", " ".join(first.split()))  # the docstrings open with "GET /path: "
             rows.append(f"<tr><td><code>{e(method.upper())}</code></td><td><code>{e(path)}</code></td>"
                         f"<td>{e(what)}</td></tr>")
     main = (

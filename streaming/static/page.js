@@ -62,13 +62,15 @@
     g.fillText(data.seconds ? "-" + Math.round(data.seconds / 60) + " min" : fmtTime(x0), pad.l, h - 4);
     var right = data.seconds ? "now" : fmtTime(x1);
     g.fillText(right, w - pad.r - g.measureText(right).width, h - 4);
-    if (pts.length) {
+    var line = function () {
       g.beginPath();
       pts.forEach(function (p, i) { if (i) g.lineTo(X(p[0]), Y(p[1])); else g.moveTo(X(p[0]), Y(p[1])); });
-      g.lineWidth = 1.5; g.strokeStyle = "#2a7ab8"; g.stroke();
-      if (data.threshold != null) {
+    };
+    if (pts.length) {
+      g.lineWidth = 1.5; g.strokeStyle = "#2a7ab8"; line(); g.stroke();
+      if (data.threshold != null) {  // the same line again, red, clipped to the band above the threshold
         g.save(); g.beginPath(); g.rect(0, 0, w, Y(data.threshold)); g.clip();
-        g.strokeStyle = "#d03a20"; g.stroke(); g.restore();
+        g.strokeStyle = "#d03a20"; line(); g.stroke(); g.restore();
       }
     } else {
       g.fillText("no scores yet", pad.l + 8, pad.t + 14);
@@ -82,6 +84,7 @@
     // what the browser tests read: how many points are drawn and the newest time
     canvas.dataset.points = pts.length;
     canvas.dataset.last = pts.length ? pts[pts.length - 1][0] : "";
+    canvas.dataset.threshold = data.threshold != null ? data.threshold : "";
   }
 
   function updateChart(canvas) {
