@@ -24,8 +24,19 @@
         var old = document.querySelector('[data-live="' + CSS.escape(key) + '"]');
         if (old && old.innerHTML !== fresh.innerHTML) { old.innerHTML = fresh.innerHTML; localTimes(old); }
       });
+      // an event that closed since the page loaded: its chart learns the end (and redraws)
+      doc.querySelectorAll("canvas.chart[data-end]").forEach(function (fresh) {
+        document.querySelectorAll("canvas.chart").forEach(function (c) {
+          if (c.dataset.scores === fresh.dataset.scores && c.dataset.end !== fresh.dataset.end) {
+            c.dataset.end = fresh.dataset.end; updateChart(c);
+          }
+        });
+      });
     }).catch(function () {});
   }
+
+  // An event's trace grows while it is open and is completed 5 s after it closed (streaming/camera_alerts.py).
+  function traceMayGrow(c) { return !c.dataset.end || Date.now() / 1000 < parseFloat(c.dataset.end) + 15; }
 
   function fmtTime(t) { return new Date(t * 1000).toLocaleTimeString(); }
 
@@ -135,8 +146,8 @@
       setInterval(function () { charts.forEach(updateChart); }, CHART_MS);
       setInterval(function () { frames.forEach(updateFrame); }, FRAME_MS);
     }
-    if (page === "event") {  // an open event's trace grows until it closes
-      setInterval(function () { charts.forEach(function (c) { if (!c.dataset.end) updateChart(c); }); }, REFRESH_MS.event);
+    if (page === "event") {
+      setInterval(function () { charts.forEach(function (c) { if (traceMayGrow(c)) updateChart(c); }); }, REFRESH_MS.event);
     }
     if (REFRESH_MS[page]) setInterval(refreshLive, REFRESH_MS[page]);
     window.addEventListener("resize", function () { charts.forEach(updateChart); });

@@ -209,6 +209,9 @@ def test_a_demo_alert_is_listed_with_its_snapshot_and_labelled_from_the_page(ser
              20, "the snapshot")
     trace = browser.find_element(By.CSS_SELECTOR, "canvas.trace")
     wait_for(lambda: int(trace.get_attribute("data-points") or 0) > 10, 20, "the score trace around the alert")
+    # the page follows the event: it closes, and its trace is completed up to 5 s after the end
+    wait_for(lambda: trace.get_attribute("data-end") and float(trace.get_attribute("data-last") or 0)
+             >= float(trace.get_attribute("data-end")) + 4.5, 40, "the completed trace on the page")
     stored = api(f"/events/{eid}/scores")
     ev = api(f"/events/{eid}")
     assert stored["points"][0][0] <= ev["start_s"] - 9 and max(v for _, v in stored["points"]) >= stored["threshold"]
