@@ -17,7 +17,8 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
   PUT  /cameras/{name}             replace its config (restarts its decoder unless only alert settings change)
   PATCH /cameras/{name}            change some fields
   DELETE /cameras/{name}           stop and remove it (its open alert closes with reason "removed")
-  GET  /events?camera=&since=&until=&min_score=&status=&limit=     events, newest first
+  GET  /events?camera=&since=&until=&min_score=&status=&label=&limit=   events, newest first (label: false_alarm,
+                                   anomaly, or none = not labelled yet)
   GET  /events/{id}, /events/{id}/snapshot (image/jpeg)
   POST /cameras/{name}/recordings {"minutes": M[, "fps": F, "max_side": S]}   record normal footage of the camera
                                    (streaming/recordings.py) into recordings.root/<camera>/<id>/ for vad train --data
@@ -36,6 +37,9 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
                                    "swap": put the new bundle in for this camera only if the job succeeds
   GET  /jobs?camera=, /jobs/{id}  state (queued, running, done, failed), progress (stage, fraction, step), result
                                    (learn.json: score quantiles, false alerts per hour on unseen footage) or error
+  The operator's page and its data (streaming/page.py): GET / (cameras), /ui/events, /ui/events/{id}, /docs
+  (offline; the OpenAPI document is /openapi.json), GET /cameras/{name}/scores?seconds=, /cameras/{name}/frame
+  (JPEG), /events/{id}/scores, POST /events/{id}/label {"label": "false_alarm" | "anomaly"}
   GET  /scorers                    batching and utilisation per scorer, and its loaded bundles (path, sha256
                                    prefix, cameras, parameter bytes)
   GET  /bundle                     the default model bundle (path, weights sha256 prefix, version)
@@ -54,11 +58,12 @@ used (a camera's own: the camera runs as the config has it, or not at all). Answ
 whether the change was saved (`"persisted": true|false` with `"persist_error"`; DELETE: header `X-VAD-Persisted`),
 and /healthz shows `state_error` while saving fails (the change is live, but a restart would lose it).
 
-Every route but /healthz needs `Authorization: Bearer <token>` when a token is configured. Request errors
+Every route but /healthz, /docs, /openapi.json and the page's static files needs `Authorization: Bearer <token>`
+when a token is configured, or the page's session cookie (streaming/web_auth.py: set from `?token=` or the page's
+login form). Request errors
 are 422 with one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`).
 """
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
-import hmac
 import logging
 import os
 from pathlib import Path
@@ -72,7 +77,7 @@ from ray import serve
 
 from offline.config import Strict
 from offline.scoring.bundle import BundleError
-from streaming import status
+from streaming import page, status, web_auth
 from streaming.bundle_set import BundleLimitError
 from streaming.config import CameraConfig, ServiceConfig, parse_service_config, resolve_paths
 from streaming.credentials import scrub_url
@@ -83,7 +88,10 @@ from streaming.recordings import RecordingRequest, Recordings
 
 logger = logging.getLogger(__name__)
 
-api = FastAPI(title="vad streaming service", description="Real-time video anomaly detection: cameras, scores, events")
+# docs_url/redoc_url off: FastAPI's pages load their assets from a CDN; streaming/page.py serves an offline /docs
+api = FastAPI(title="vad streaming service", description="Real-time video anomaly detection: cameras, scores, events",
+              docs_url=None, redoc_url=None)
+api.include_router(page.router)
 
 
 MAX_BODY_BYTES = 64 * 1024  # a camera config is well under 1 KiB
@@ -149,8 +157,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
 @serve.ingress(api)
-class ControlPlane:
-    """The Serve deployment: one replica holding the Fleet."""
+class ControlPlane(page.PageRoutes):
+    """The Serve deployment: one replica holding the Fleet (the page's routes come from page.PageRoutes)."""
 
     def __init__(self, cfg: ServiceConfig):
         self.token = cfg.http.resolve_token()
@@ -161,13 +169,10 @@ class ControlPlane:
         self.fleet = Fleet(cfg)
         self.recordings = Recordings(cfg.recordings, cfg.namespace)
         self.learn_jobs = LearnJobs(cfg.learn, swap=lambda name, path: self.fleet.swap_camera_bundle(name, path, via_api=True))
+        page.log_ready(cfg.http.host, cfg.http.port, len(self.fleet.cameras), self.token is not None)
 
     def _auth(self, request: Request) -> None:
-        if self.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        if not web_auth.authorised(self.token, request.headers.get("authorization"), request.cookies.get(web_auth.COOKIE)):
             raise HTTPException(401, "missing or wrong bearer token (header Authorization)", {"WWW-Authenticate": "Bearer"})
 
     def _camera(self, name: str) -> CameraConfig:
@@ -405,14 +410,16 @@ class ControlPlane:
         until: float | None = Query(None, description="epoch seconds: events started at or before this"),
         min_score: float | None = Query(None, ge=0, le=1),
         status: Literal["open", "closed"] | None = None,
+        label: Literal["false_alarm", "anomaly", "none"] | None = Query(None, description="none: not labelled yet"),
         limit: int = Query(100, ge=1, le=10_000),
     ) -> list[dict]:
-        """GET /events: alert events, newest first, filtered by camera, time, score and status."""
+        """GET /events: alert events, newest first, filtered by camera, time, score, status and label."""
         self._auth(request)
         if since is not None and until is not None and since > until:
             raise HTTPException(422, f"query.since ({since}) must not be after query.until ({until})")
         return self._events(
-            "list_events", camera=camera, since=since, until=until, min_score=min_score, status=status, limit=limit
+            "list_events", camera=camera, since=since, until=until, min_score=min_score, status=status, label=label,
+            limit=limit,
         )
 
     @api.get("/events/{event_id}")

@@ -4,10 +4,13 @@
 peak frame (with its error map) is kept for the event's JPEG snapshot, and the tracker's opened/peak/closed
 events are written to the shared EventStore. After a scorer restart, `resume_open_event` adopts the camera's
 open event when it was updated within RESUME_GAP_S (no duplicate alert), else closes it (reason "restart").
-No Ray, no threads: the scorer service calls it under its lock.
+It also keeps the camera's recent scores (`history`, streaming/score_history.py: the page's live chart), the newest
+scored frame (`latest_jpeg`: the page's live view) and writes each event's score trace (TRACE_BEFORE_S before its
+start to TRACE_AFTER_S after its end) to the store. No Ray, no threads: the scorer service calls it under its lock.
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -16,16 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from offline.scoring.alert_rules import AlertEvent, AlertTracker
 from streaming.batching import ScoredWindow
 from streaming.config import AlertConfig
-from streaming.events import EventStore
+from streaming.events import EventStore, EventStoreError
+from streaming.score_history import ScoreHistory
 from streaming.snapshot import render_evidence_snapshot
 
 logger = logging.getLogger(__name__)
 
 RESUME_GAP_S = 60.0  # a restarted scorer resumes a camera's open alert last updated at most this long ago
+TRACE_BEFORE_S = 10.0  # an event's stored score trace starts this long before the alert
+TRACE_AFTER_S = 5.0  # ... and is completed this long after it closed (a first version is written at the close)
+LIVE_MIN_SIDE = 256  # pixels: the live frame is enlarged (nearest, integer factor) to at least this short side
 
 
 @dataclass
@@ -51,6 +59,9 @@ class CameraAlerts:
     block: int = 16
     """Evidence block side in pixels, from the bundle's scoring spec (`block_max`); the snapshot outlines these
     blocks. A map whose size it does not divide uses the largest common divisor of its sides <= block."""
+    history: ScoreHistory = field(default_factory=ScoreHistory)
+    latest: np.ndarray | None = None  # the newest scored frame (H, W, 3) uint8, at the model's input size
+    trace_due: tuple[int, float, float] | None = None  # (event id, trace start, wall time to complete it)
 
     @classmethod
     def start(cls, name: str, settings: AlertConfig, store: EventStore) -> "CameraAlerts":
@@ -80,6 +91,8 @@ class CameraAlerts:
         for t in range(len(r.score)):
             wall = float(r.wall_s[t])
             latency.observe(max(0.0, now - wall))
+            if r.warm[t]:
+                self.history.add(wall, float(r.score[t]))
             events = self.tracker.update(wall, float(r.score[t]), int(r.indices[t]), bool(r.warm[t]))
             if self.tracker.new_peak:
                 emap = r.error_map[t] if r.error_map is not None else np.zeros(r.frames.shape[1:3], np.float32)
@@ -95,8 +108,28 @@ class CameraAlerts:
         self.last_latency_s = now - float(r.wall_s[-1])
         self.scored_times.append((now, len(r.score)))
         self.bundle = bundle
+        self.latest = np.array(r.frames[-1])  # a copy: the batch's arrays can go
         if self.event_id is not None:
             store.touch(self.event_id, self.last_frame_wall_s)
+        if self.trace_due is not None and self.last_frame_wall_s >= self.trace_due[2]:
+            due, self.trace_due = self.trace_due, None
+            try:
+                self.write_trace(store, *due)
+            except EventStoreError:  # pruned meanwhile (max_events): its close-time trace went with it
+                logger.info("camera %s: event %d is gone; its trace is not completed", self.name, due[0])
+
+    def write_trace(self, store: EventStore, event_id: int, start_s: float, end_s: float = math.inf) -> None:
+        """Store the event's score trace: this camera's scores from `start_s` to `end_s`, with the threshold."""
+        store.put_trace(event_id, self.history.between(start_s, end_s), self.tracker.threshold)
+
+    def latest_jpeg(self) -> bytes | None:
+        """JPEG of the newest scored frame (what the model saw), enlarged to LIVE_MIN_SIDE; None before one."""
+        if self.latest is None:
+            return None
+        k = -(-LIVE_MIN_SIDE // min(self.latest.shape[:2]))
+        buf = io.BytesIO()
+        Image.fromarray(self.latest.repeat(k, axis=0).repeat(k, axis=1)).save(buf, format="JPEG", quality=80)
+        return buf.getvalue()
 
     def close(self, store: EventStore, reason: str) -> None:
         """Close an open alert now (camera removed, scorer stopped)."""
@@ -127,11 +160,17 @@ class CameraAlerts:
                 self.name, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot()
             )
             self.events_opened += 1
+            self.write_trace(store, self.event_id, ev.start_s - TRACE_BEFORE_S)
             logger.warning("camera %s: anomaly alert opened (event %d, score %.3f)", self.name, self.event_id, ev.peak_score)
         elif ev.kind == "peak" and self.event_id is not None:
             store.update_peak(self.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot())
         elif ev.kind == "closed" and self.event_id is not None:
-            store.close_event(self.event_id, ev.end_s if ev.end_s is not None else time.time(), ev.reason)
-            logger.info("camera %s: alert closed (event %d)", self.name, self.event_id)
+            end = ev.end_s if ev.end_s is not None else time.time()
+            store.close_event(self.event_id, end, ev.reason)
+            self.write_trace(store, self.event_id, ev.start_s - TRACE_BEFORE_S)
+            self.trace_due = (self.event_id, ev.start_s - TRACE_BEFORE_S, end + TRACE_AFTER_S)
+            # a warning like "opened": Ray's workers show WARNING and above by default
+            logger.warning("camera %s: anomaly alert closed (event %d, %.1f s, peak score %.3f, reason %s)",
+                           self.name, self.event_id, end - ev.start_s, ev.peak_score, ev.reason)
             self.event_id = None
             self.peak = None

@@ -4,21 +4,31 @@ Times are Unix seconds (float). Snapshots (JPEG bytes) live in their own table a
 Events still open when the service stopped are closed by `close_dangling` at the next start. Retention:
 closed events older than `retention_days` and the oldest closed events beyond `max_events` are deleted
 (open events are never pruned). Thread-safe within a process; several processes may share the file.
+
+An operator's verdict on an event (`set_label`: "false_alarm" or "anomaly") and the event's score trace (`put_trace`:
+the scores around it, at most MAX_TRACE_POINTS) are stored with it. Schema versions are migrated in place, in one
+transaction, when an older file is opened (version 1 -> 2 adds labels and traces); a newer file is refused.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-SCHEMA_VERSION = 1
+from streaming.score_history import downsample
+
+SCHEMA_VERSION = 2
 DanglingRule = Literal["last_seen", "now", "delete"]
+Label = Literal["false_alarm", "anomaly"]
+LABELS: tuple[str, ...] = get_args(Label)
+MAX_TRACE_POINTS = 2000  # per event: peaks kept (streaming.score_history.downsample), about 40 KB of JSON
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     camera TEXT NOT NULL,
@@ -39,6 +49,42 @@ CREATE TABLE IF NOT EXISTS snapshots (
     jpeg BLOB NOT NULL
 );
 """
+_SCHEMA_V2 = f"""
+ALTER TABLE events ADD COLUMN label TEXT CHECK (label IS NULL OR label IN {LABELS!r});
+ALTER TABLE events ADD COLUMN labelled_s REAL;
+CREATE INDEX IF NOT EXISTS events_label ON events (label);
+CREATE TABLE IF NOT EXISTS traces (
+    event_id INTEGER PRIMARY KEY REFERENCES events (id) ON DELETE CASCADE,
+    trace TEXT NOT NULL
+);
+"""
+# MIGRATIONS[v] takes a file from version v - 1 to v; a new file runs them all.
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the file to SCHEMA_VERSION in one transaction (all or nothing); returns the version found.
+
+    Safe with several processes opening an old file at once: the version is read again under the write lock.
+    """
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise EventStoreError(f"{path}: events schema version {found} is newer than this code ({SCHEMA_VERSION})")
+    if found == SCHEMA_VERSION:
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS[v].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
 
 
 class EventStoreError(RuntimeError):
@@ -59,6 +105,8 @@ class Event:
     updated_s: float
     status: str
     reason: str
+    label: str | None  # the operator's verdict: "false_alarm", "anomaly", or None before one
+    labelled_s: float | None
     has_snapshot: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +114,7 @@ class Event:
         return asdict(self)
 
 
-_COLUMNS = "e.id, e.camera, e.start_s, e.end_s, e.peak_score, e.peak_frame, e.peak_s, e.updated_s, e.status, e.reason"
+_COLUMNS = "e.id, e.camera, e.start_s, e.end_s, e.peak_score, e.peak_frame, e.peak_s, e.updated_s, e.status, e.reason, e.label, e.labelled_s"
 _SELECT = f"SELECT {_COLUMNS}, s.event_id IS NOT NULL FROM events e LEFT JOIN snapshots s ON s.event_id = e.id"
 
 
@@ -95,16 +143,8 @@ class EventStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise EventStoreError(
-                    f"{self.path}: events schema version {version} is newer than this code ({SCHEMA_VERSION})"
-                )
-            if version == 0:
-                with self._lock:
-                    self._conn.executescript(
-                        f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                    )
+            with self._lock:
+                migrate(self._conn, self.path)
         except sqlite3.DatabaseError as exc:
             raise EventStoreError(f"{self.path}: cannot open the events database: {exc}") from None
         except OSError as exc:
@@ -216,6 +256,29 @@ class EventStore:
             )
         self.prune()
 
+    def set_label(self, event_id: int, label: str) -> bool:
+        """Record the operator's verdict on an event (open or closed; a new label replaces the old); False when no
+        such event exists. ValueError naming `label` for anything but "false_alarm" or "anomaly"."""
+        if label not in LABELS:
+            raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+        with self._tx() as c:
+            n = c.execute(
+                "UPDATE events SET label = ?, labelled_s = ? WHERE id = ?", (label, float(self._clock()), int(event_id))
+            ).rowcount
+        return n == 1
+
+    def put_trace(self, event_id: int, points: list[tuple[float, float]], threshold: float | None = None) -> None:
+        """Store (replace) the event's score trace: (wall time, score) points around it, oldest first, cut to
+        MAX_TRACE_POINTS keeping peaks, with the threshold it was judged against."""
+        pts = [[round(float(t), 3), round(float(v), 5)] for t, v in downsample(points, MAX_TRACE_POINTS)]
+        trace = json.dumps({"threshold": threshold, "points": pts}, allow_nan=False)
+        with self._tx() as c:
+            self._require(c, event_id)
+            c.execute(
+                "INSERT INTO traces (event_id, trace) VALUES (?, ?) ON CONFLICT (event_id) DO UPDATE SET trace = excluded.trace",
+                (int(event_id), trace),
+            )
+
     def close_dangling(self, rule: DanglingRule = "last_seen") -> int:
         """At startup: settle events left open by a stopped service; returns how many.
 
@@ -269,8 +332,10 @@ class EventStore:
         min_score: float | None = None,
         limit: int = 100,
         status: Literal["open", "closed"] | None = None,
+        label: Literal["false_alarm", "anomaly", "none"] | None = None,
     ) -> list[Event]:
-        """Events newest first; `since`/`until` keep events overlapping that time range."""
+        """Events newest first; `since`/`until` keep events overlapping that time range; `label` "none" keeps the
+        events no one has labelled yet."""
         if not 1 <= int(limit) <= 10_000:
             raise ValueError(f"events limit must lie in [1, 10000], got {limit}")
         if since is not None and until is not None and since > until:
@@ -291,6 +356,13 @@ class EventStore:
         if status is not None:
             where.append("e.status = ?")
             args.append(status)
+        if label == "none":
+            where.append("e.label IS NULL")
+        elif label is not None:
+            if label not in LABELS:
+                raise ValueError(f"events label filter must be one of {', '.join(LABELS)}, none; got {label!r}")
+            where.append("e.label = ?")
+            args.append(label)
         sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.start_s DESC, e.id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, int(limit))).fetchall()
@@ -301,6 +373,12 @@ class EventStore:
         with self._lock:
             row = self._conn.execute("SELECT jpeg FROM snapshots WHERE event_id = ?", (int(event_id),)).fetchone()
         return bytes(row[0]) if row else None
+
+    def get_trace(self, event_id: int) -> dict[str, Any] | None:
+        """The event's stored score trace `{"threshold": ..., "points": [[t, score], ...]}`, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT trace FROM traces WHERE event_id = ?", (int(event_id),)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def count(self) -> int:
         """Number of stored events (retention and tests)."""

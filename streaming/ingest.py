@@ -254,7 +254,9 @@ class IngestLoop:
                         corrupt_seen = stream.corrupt_frames
                         c.last_frame_wall_s = frame.wall_s
                         dt = max(now - last_t, 1e-6)
-                        c.fps_in = 1.0 / dt if c.fps_in == 0 else 0.9 * c.fps_in + 0.1 / dt
+                        # a moving average of the interval, not of 1/interval: bursty sources (frames paced in
+                        # groups) made the latter read hundreds of fps for a 25 fps stream
+                        c.fps_in = 1.0 / dt if c.fps_in == 0 else 1.0 / (0.9 / c.fps_in + 0.1 * dt)
                         c.decode_s = frame.decode_s + (now - t_start)
                         if not keep:
                             c.frames_skipped += 1

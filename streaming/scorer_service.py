@@ -39,6 +39,7 @@ from streaming.camera_alerts import CameraAlerts
 from streaming.config import AlertConfig, EventsConfig
 from streaming.events import EventStore
 from streaming.prometheus import VadMetrics
+from streaming.score_history import CHART_POINTS, downsample
 
 logger = logging.getLogger(__name__)
 
@@ -431,6 +432,33 @@ class ScorerService:
     def get_snapshot(self, event_id: int) -> bytes | None:
         """One event's JPEG from the shared store, or None."""
         return self.store.get_snapshot(event_id)
+
+    def set_label(self, event_id: int, label: str) -> dict | None:
+        """Label an event "false_alarm" or "anomaly" (POST /events/{id}/label); the event, or None if unknown."""
+        return self.get_event(event_id) if self.store.set_label(event_id, label) else None
+
+    def get_trace(self, event_id: int) -> dict | None:
+        """An event's stored score trace (GET /events/{id}/scores), or None."""
+        return self.store.get_trace(event_id)
+
+    def score_history(self, camera: str, seconds: float, max_points: int = CHART_POINTS) -> dict[str, Any] | None:
+        """A camera's scores of the last `seconds` (at most `max_points`, peaks kept) and its alert threshold, for
+        the page's live chart; None for a camera this scorer has not scored yet."""
+        with self._lock:
+            cam = self._cams.get(camera)
+            if cam is None:
+                return None
+            now = time.time()
+            points = cam.history.between(now - seconds)
+            threshold, open_ = cam.tracker.threshold, cam.tracker.is_open
+        return {"camera": camera, "now": now, "seconds": seconds, "threshold": threshold, "alert_open": open_,
+                "points": [[round(t, 3), round(v, 5)] for t, v in downsample(points, max_points)]}
+
+    def latest_frame(self, camera: str) -> bytes | None:
+        """JPEG of the camera's newest scored frame (GET /cameras/{name}/frame), or None before its first window."""
+        with self._lock:
+            cam = self._cams.get(camera)
+            return None if cam is None else cam.latest_jpeg()
 
     def close_dangling(self) -> int:
         """At startup: settle events a previous run left open (ended at their last update)."""

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from offline.scoring.alert_rules import AlertTracker
-from streaming.events import EventStore, EventStoreError
+from streaming.events import MAX_TRACE_POINTS, MIGRATIONS, SCHEMA_VERSION, EventStore, EventStoreError
 from streaming.camera_alerts import CameraAlerts
 from streaming.snapshot import (
     EVIDENCE_MIN_SIDE, block_means, overlay, render_evidence_snapshot, render_snapshot,
@@ -133,6 +133,87 @@ def test_list_filters(store):
         store.list_events(limit=0)
     with pytest.raises(ValueError, match=r"since \(5.0\).*until \(1.0\)"):
         store.list_events(since=5.0, until=1.0)
+
+
+def test_labels_are_stored_filtered_and_validated(store):
+    a = store.open_event("a", 100.0, 0.6, 1)
+    b = store.open_event("a", 200.0, 0.9, 2)
+    c = store.open_event("b", 300.0, 0.9, 3)
+    assert store.get_event(a).label is None and store.get_event(a).to_dict()["label"] is None
+    assert store.set_label(a, "false_alarm") and store.set_label(b, "anomaly")
+    assert store.set_label(b, "false_alarm")  # a second verdict replaces the first
+    ev = store.get_event(b)
+    assert (ev.label, ev.labelled_s, ev.status) == ("false_alarm", 1_000_000.0, "open")  # open events too
+    assert store.set_label(12345, "anomaly") is False
+    ids = lambda **kw: [e.id for e in store.list_events(**kw)]  # noqa: E731
+    assert ids(label="false_alarm") == [b, a] and ids(label="anomaly") == [] and ids(label="none") == [c]
+    assert ids(label="none", camera="a") == []
+    for bad in ("spam", "", None, "FALSE_ALARM"):
+        with pytest.raises(ValueError, match="label must be one of false_alarm, anomaly"):
+            store.set_label(a, bad)
+    with pytest.raises(ValueError, match="label filter"):
+        store.list_events(label="spam")
+    with pytest.raises(sqlite3.IntegrityError):  # the column refuses other values even past this code
+        store._conn.execute("UPDATE events SET label = 'maybe' WHERE id = ?", (a,))
+
+
+def test_a_version_1_file_is_migrated_in_place_keeping_its_events(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)  # a file as the previous version of this code wrote it
+    conn.executescript(f"BEGIN; {MIGRATIONS[1]} PRAGMA user_version = 1; COMMIT;")
+    conn.execute("INSERT INTO events (camera, start_s, end_s, peak_score, peak_frame, peak_s, updated_s, status, reason) "
+                 "VALUES ('door', 10.0, 12.0, 0.97, 5, 11.0, 12.0, 'closed', 'score')")
+    conn.execute("INSERT INTO snapshots (event_id, jpeg) VALUES (1, ?)", (jpeg(),))
+    conn.close()
+
+    with EventStore(path, clock=Clock(100.0)) as s:
+        ev = s.get_event(1)
+        assert (ev.camera, ev.peak_score, ev.has_snapshot, ev.label, ev.labelled_s) == ("door", 0.97, True, None, None)
+        assert s.set_label(1, "anomaly") and s.list_events(label="anomaly")[0].id == 1
+        s.put_trace(1, [(10.0, 0.5), (11.0, 0.97)], 0.9)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+    with EventStore(path, clock=Clock(100.0)) as s:  # opening a current file again changes nothing
+        assert s.get_event(1).label == "anomaly" and s.get_trace(1)["points"] == [[10.0, 0.5], [11.0, 0.97]]
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"BEGIN; {MIGRATIONS[1]} PRAGMA user_version = 1; COMMIT;")
+    conn.close()
+    import streaming.events as events
+
+    monkeypatch.setitem(events.MIGRATIONS, 2, MIGRATIONS[2] + "; CREATE TABLE broken (")  # fails half-way
+    with pytest.raises(EventStoreError, match="v1.sqlite: cannot open"):
+        EventStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "label" not in [r[1] for r in conn.execute("PRAGMA table_info(events)")]  # the ALTERs were rolled back
+    conn.close()
+
+
+def test_traces_are_bounded_replaced_and_go_with_their_event(tmp_path):
+    clock = Clock(100 * DAY)
+    s = EventStore(tmp_path / "e.sqlite", retention_days=7, clock=clock)
+    eid = s.open_event("a", 99 * DAY, 0.9, 1)
+    assert s.get_trace(eid) is None
+    pts = [(99 * DAY + i / 25, 0.1) for i in range(25 * 600)]  # ten minutes at 25 fps
+    pts[7000] = (pts[7000][0], 0.999)
+    s.put_trace(eid, pts, threshold=0.95)
+    trace = s.get_trace(eid)
+    assert len(trace["points"]) == MAX_TRACE_POINTS and trace["threshold"] == 0.95
+    assert max(v for _, v in trace["points"]) == 0.999  # the peak survives the cut
+    s.put_trace(eid, pts[:3])
+    assert len(s.get_trace(eid)["points"]) == 3 and s.get_trace(eid)["threshold"] is None
+    with pytest.raises(EventStoreError, match="no event with id 99"):
+        s.put_trace(99, pts[:3])
+    s.close_event(eid, 99 * DAY + 10)
+    clock.t = 120 * DAY
+    s.prune()
+    assert s.get_event(eid) is None and s.get_trace(eid) is None
+    s.close()
 
 
 def test_errors_name_the_event_or_file(tmp_path, store):

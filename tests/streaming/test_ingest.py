@@ -288,6 +288,16 @@ def test_ingest_loop_on_a_file_resamples_resizes_and_windows(tmp_path):
     assert rec.state_names() == ["connecting", "streaming", "stopped"]
 
 
+def test_fps_in_reads_the_source_rate():
+    # the demo source is paced in real time at 25 fps (the operator's page shows fps_in next to fps scored)
+    loop = IngestLoop("lobby", "demo://lobby?seed=1&fps=25&size=64", {"fps": 10, "size": 64}).start()
+    try:
+        wait_for(lambda: loop.stats()["frames_decoded"] >= 40, 20, "1.6 s of the demo feed")
+        assert 15 <= loop.stats()["fps_in"] <= 40, loop.stats()
+    finally:
+        loop.stop()
+
+
 def test_consumer_refusing_windows_is_counted_not_blocking(tmp_path):
     from streaming.demo_feed import write_demo_video
 

@@ -60,6 +60,22 @@ def test_alert_opens_on_the_anomaly_only_and_events_survive_a_restart(bundle, tm
         img = Image.open(io.BytesIO(jpeg))
         side = svc.detector.size * -(-EVIDENCE_MIN_SIDE // svc.detector.size)  # enlarged (nearest) for viewing
         assert img.format == "JPEG" and img.width == side and img.height > side  # a header band above the frame
+
+    # the page's data: the live chart's recent scores, the live frame, each event's stored score trace
+    hist = svc.score_history("demo", 600.0)
+    t = np.array([p[0] for p in hist["points"]])
+    assert hist["threshold"] == 0.99 and len(labels) - T <= len(t) <= len(labels)  # every warm frame
+    assert np.all(np.diff(t) > 0) and t[-1] == pytest.approx(t0 + (len(labels) - 1) / FPS, abs=1e-3)
+    assert len(svc.score_history("demo", 5.0)["points"]) == 0  # the feed's clock ended 15 s ago
+    assert svc.score_history("nobody", 60.0) is None and svc.latest_frame("nobody") is None
+    live = Image.open(io.BytesIO(svc.latest_frame("demo")))
+    assert live.format == "JPEG" and live.width >= 256
+    first, second = (svc.get_trace(ev["id"]) for ev in events)
+    for ev, trace, after in ((events[0], first, 5.0), (events[1], second, 0.0)):  # the second closed near the end
+        tt = [p[0] for p in trace["points"]]
+        assert trace["threshold"] == 0.99 and max(p[1] for p in trace["points"]) == pytest.approx(ev["peak_score"], abs=1e-4)
+        assert tt[0] == pytest.approx(ev["start_s"] - 10.0, abs=0.11)  # 10 s before the alert ...
+        assert tt[-1] >= ev["end_s"] + after - 0.11, (ev, tt[-1])  # ... to 5 s after it once that is scored
     svc.stop()
 
     again = ScorerService("cpu", "cpu", str(bundle), {"path": str(db)}, alerts)
