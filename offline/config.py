@@ -155,6 +155,8 @@ class TrainConfig(Strict):
     batch_size: int = Field(24, ge=1, description="effective batch (split over data-parallel ranks)")
     lr: float = Field(1e-4, gt=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (reduced schedules)")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop (weights kept, as after max_steps) once training has run this long: a time budget")
     seed: int = 0
     out_dir: Path = Path("runs/train")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N; torchrun ranks use cuda:LOCAL_RANK")

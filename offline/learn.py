@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -144,9 +145,15 @@ def learn(
     except ConfigError as exc:
         raise LearnError(str(exc)) from exc
     stage("training", 0.05, 0)
-    total = estimate_steps(cfg, train_clips)
-    result = train_autoencoder(cfg, progress=progress, after_step=lambda step: stage(
-        "training", 0.05 + 0.75 * min(1.0, step / total), step) if step % 10 == 0 else None)
+    total, started = estimate_steps(cfg, train_clips), time.monotonic()
+    budget_s = cfg.train.max_minutes * 60.0 if cfg.train.max_minutes else math.inf
+
+    def trained(step: int) -> None:  # the larger of steps done and time budget used
+        if step % 10 == 0:
+            done = max(step / total, (time.monotonic() - started) / budget_s)
+            stage("training", 0.05 + 0.75 * min(1.0, done), step)
+
+    result = train_autoencoder(cfg, progress=progress, after_step=trained)
     if result.stopped:
         raise LearnError(f"training stopped at step {result.step} (resumable in {work / 'spatial'})")
     train_s = time.monotonic() - t0

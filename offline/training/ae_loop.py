@@ -241,8 +241,10 @@ def train_autoencoder(
     losses: list[float] = []
     stopped = False
     max_steps = tc.max_steps or math.inf
+    deadline = time.monotonic() + tc.max_minutes * 60.0 if tc.max_minutes else math.inf
+    out_of_time = False
     with stop:
-        while epoch < tc.epochs and step < max_steps and not stopped:
+        while epoch < tc.epochs and step < max_steps and not stopped and not out_of_time:
             windows.set_epoch(epoch)
             batches = epoch_batches(len(windows), per_rank, epoch, tc.seed, info)
             loader = torch.utils.data.DataLoader(
@@ -299,7 +301,8 @@ def train_autoencoder(
                               windows_per_s=round(rate, 2), lr=tc.lr)
                 if after_step is not None:
                     after_step(step)
-                if ddp.any_rank(stop.requested, info) or step >= max_steps:
+                out_of_time = ddp.any_rank(time.monotonic() >= deadline, info)
+                if ddp.any_rank(stop.requested, info) or step >= max_steps or out_of_time:
                     stopped = stop.requested
                     break
             bar.close()
@@ -318,7 +321,8 @@ def train_autoencoder(
             if info.is_main:
                 plot_losses(out / LOG_FILE, out / PLOT_FILE)
     if info.is_main:
-        why = f"stopped by {stop.reason}" if stopped else ("max_steps reached" if step >= max_steps else "done")
+        why = (f"stopped by {stop.reason}" if stopped else "max_steps reached" if step >= max_steps
+               else f"time budget reached (train.max_minutes={tc.max_minutes})" if out_of_time else "done")
         log.write(event="end", step=step, epoch=epoch, reason=why)
         logger.info("%s at step %d (epoch %d); checkpoint %s", why, step, epoch, ckpt_path)
     return TrainResult(model, gen, step, epoch, stopped, out, losses)

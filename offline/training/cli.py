@@ -29,12 +29,13 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 # Named schedules: what a person picks instead of ten fields (a schedule overrides the --config file; --set overrides both).
-# cpu: sized for about an hour of this project's 2-core CPU machine for both AEs, flow included (an estimate from
-# per-window costs, not yet measured end to end: bench/RESULTS.md, issue 13);
+# cpu: 128 px, widths 48/64/128, bounded by a 50-minute training budget (train.max_minutes) so that `vad learn` ends
+# within the hour on this project's 2-core machine: the spatial AE trains at ~3.5 windows/s there (bench/RESULTS.md,
+# "Learning a camera"), about 10k windows in the budget; the temporal AE also needs TV-L1 flow at ~0.3 s per pair;
 # paper: Rai et al.'s 256x256 schedule, for a GPU; tiny: seconds, for tests and the demo.
 SCHEDULES: dict[str, dict] = {
     "cpu": {"data.size": 128, "data.train_stride": 4, "train.epochs": 12, "train.batch_size": 8, "train.lr": 1e-3,
-            "model.channels": [48, 64, 128], "flow.clip": 5.0},
+            "model.channels": [48, 64, 128], "flow.clip": 5.0, "train.max_minutes": 50.0},
     "paper": {"data.size": 256, "data.train_stride": 1, "train.epochs": 25, "train.batch_size": 24, "train.lr": 1e-4,
               "model.channels": [96, 128, 256], "flow.clip": 10.0},
     "tiny": {"data.size": 32, "data.train_stride": 8, "train.epochs": 2, "train.batch_size": 4, "train.lr": 1e-3,

@@ -206,3 +206,14 @@ def test_cuda_training_uses_bf16_autocast_and_channels_last(tmp_path):
     w = result.model.encoder[0].weight
     assert w.dtype == torch.float32 and w.is_contiguous(memory_format=torch.channels_last_3d)
     assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["amp"] is True
+
+
+def test_time_budget_ends_training_with_usable_weights(tmp_path):
+    """train.max_minutes: a schedule bounded in time (an hour on this CPU) ends like max_steps, weights written."""
+    data = synthetic_data(clips=2, n_frames=40)
+    cfg = tiny_config(tmp_path, train__epochs=50, train__batch_size=2, train__max_minutes=1e-6)
+    result = train_autoencoder(cfg, progress=False, data=data)
+    assert result.step == 1 and not result.stopped  # the budget is checked after every step
+    end = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[-1])
+    assert end["event"] == "end" and end["reason"].startswith("time budget reached (train.max_minutes=")
+    assert (tmp_path / "weights.safetensors").is_file()
