@@ -132,9 +132,9 @@ def learn(
         dataset = open_dataset(data)
     except Exception as exc:  # DataError and decoder errors name the file
         raise LearnError(f"{data}: cannot read the footage: {exc}") from exc
-    clips = list(dataset.train) + list(dataset.test)
+    clips = list(dataset.train)  # a labelled dataset's test clips are not normal footage
     if not clips:
-        raise LearnError(f"{data}: no clips found")
+        raise LearnError(f"{data}: no normal (training) clips found ({dataset.layout} layout)")
     train_clips, eval_clips = split_clips(clips, eval_fraction)
     try:
         cfg = load_config(None, {
