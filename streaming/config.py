@@ -235,7 +235,9 @@ class LearnConfig(Strict):
         None, description="learned bundles go to <bundles_root>/<camera>/<job id>; it must lie inside scorer.bundle_roots "
         "for a new bundle to be swapped in; default: learned/ in the first of them (runs/demo/learned)",
     )
-    schedule: Literal["tiny", "cpu", "paper"] = Field("cpu", description="training schedule (`vad train --schedule`)")
+    schedule: Literal["auto", "tiny", "cpu", "paper"] = Field(
+        "auto", description="training schedule (`vad train --schedule`); auto: paper where the job gets a GPU "
+        "(learn.num_gpus > 0), else cpu")
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="last part of the recordings kept unseen, for the evaluation")
     num_cpus: float = Field(1.0, gt=0, le=64, description="Ray CPUs a learn job reserves (scorers keep theirs)")
     num_gpus: float = Field(0.0, ge=0, le=8, description="Ray GPUs a learn job reserves (0: train on CPU)")

@@ -41,7 +41,7 @@ class JobConflict(RuntimeError):
 class LearnRequest(Strict):
     """Body of POST /cameras/{name}/learn."""
 
-    schedule: Literal["tiny", "cpu", "paper"] | None = Field(None, description="default: learn.schedule")
+    schedule: Literal["auto", "tiny", "cpu", "paper"] | None = Field(None, description="default: learn.schedule")
     max_false_alerts_per_hour: float | None = Field(
         None, ge=0, le=3600, description="choose the alert threshold for this rate (default: the camera's, else alerts')")
     swap: bool = Field(False, description="put the new bundle in for this camera when the job succeeds")
@@ -122,6 +122,13 @@ class LearnJobs:
             job = self._jobs.get(job_id)
         return job.public() if job else None
 
+    def schedule(self, request: LearnRequest) -> str:
+        """The request's schedule, else learn.schedule; auto: the GPU schedule when jobs get a GPU, else cpu."""
+        schedule = request.schedule or self.cfg.schedule
+        if schedule == "auto":
+            return "paper" if self.cfg.num_gpus > 0 else "cpu"
+        return schedule
+
     def start(
         self, camera: str, data: str | Path, request: LearnRequest, *, fps: float, rules: dict[str, float],
         max_false_alerts_per_hour: float | None = None,
@@ -142,7 +149,7 @@ class LearnJobs:
             if self.cfg.bundles_root is None:
                 raise ValueError("learn.bundles_root is not set (streaming.config.resolve_paths gives it its default)")
             out = self.cfg.bundles_root / camera / job_id
-            job = Job(job_id, camera, str(data), str(out), request.schedule or self.cfg.schedule, request.swap)
+            job = Job(job_id, camera, str(data), str(out), self.schedule(request), request.swap)
             self._jobs[job_id] = job
         out.parent.mkdir(parents=True, exist_ok=True)
         rate = request.max_false_alerts_per_hour if request.max_false_alerts_per_hour is not None else max_false_alerts_per_hour

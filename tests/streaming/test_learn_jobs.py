@@ -80,6 +80,13 @@ def test_a_killed_learn_worker_fails_the_job_and_leaves_the_running_bundle(jobs,
     assert finished(jobs, again["id"], 60)["state"] == "failed"
 
 
+def test_schedule_auto_is_the_gpu_schedule_only_where_jobs_get_a_gpu():
+    cpu, gpu = LearnJobs(LearnConfig()), LearnJobs(LearnConfig(num_gpus=1))
+    assert (cpu.schedule(LearnRequest()), gpu.schedule(LearnRequest())) == ("cpu", "paper")
+    assert gpu.schedule(LearnRequest(schedule="tiny")) == "tiny"
+    assert LearnJobs(LearnConfig(schedule="tiny")).schedule(LearnRequest(schedule="auto")) == "cpu"
+
+
 def test_a_request_may_not_choose_paths():
     from pydantic import ValidationError
 
