@@ -87,9 +87,9 @@ def job_figures(result: dict[str, Any]) -> str:
     choice = result.get("threshold_choice") or {}
     rows = [f"<dt>trained</dt><dd>{number(result.get('train_minutes'), '.2f', ' min')}</dd>"]
     if choice:
-        resolved = "" if choice.get("resolved", True) else " (calibration too short to resolve the target)"
+        # too short a calibration for the target (`resolved` false) shows as "0/h seen (under N/h ...)"
         rows.append(f'<dt>chosen threshold</dt><dd class=chosen-threshold>{choice["threshold"]:.3f}, expected '
-                    f'{per_hour(choice.get("expected_per_hour"), choice.get("bound_per_hour"))}{e(resolved)}</dd>')
+                    f'{per_hour(choice.get("expected_per_hour"), choice.get("bound_per_hour"))}</dd>')
     unseen = result.get("unseen")
     if unseen:
         q = unseen.get("score_quantiles") or {}
