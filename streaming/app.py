@@ -37,7 +37,8 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
                                    "swap": put the new bundle in for this camera only if the job succeeds
   GET  /jobs?camera=, /jobs/{id}  state (queued, running, done, failed), progress (stage, fraction, step), result
                                    (learn.json: score quantiles, false alerts per hour on unseen footage) or error
-  The operator's page and its data (streaming/page.py): GET / (cameras), /ui/events, /ui/events/{id}, /docs
+  The operator's page and its data (streaming/page.py): GET / (cameras), /ui/events, /ui/events/{id}, /ui/learning
+  (recordings, learn jobs and bundle swaps through the routes above), /docs
   (offline; the OpenAPI document is /openapi.json), GET /cameras/{name}/scores?seconds=, /cameras/{name}/frame
   (JPEG), /events/{id}/scores, POST /events/{id}/label {"label": "false_alarm" | "anomaly"}
   GET  /scorers                    batching and utilisation per scorer, and its loaded bundles (path, sha256

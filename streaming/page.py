@@ -7,6 +7,9 @@ internet, and a Content-Security-Policy that forbids any other origin):
   GET  /                           cameras: state, bundle, fps, lag, live frame, score chart with the threshold
   GET  /ui/events?camera=&label=&since=   events newest first with snapshots and label buttons
   GET  /ui/events/{id}             one event: its facts, score timeline around it, snapshot, label buttons
+  GET  /ui/learning                per camera: bundle and threshold now, its recordings and learn jobs with their
+                                   progress and figures; forms that start them and buttons that swap a job's bundle
+                                   in (streaming/learning_html.py; they call the API's own routes)
   POST /ui/login                   the login form (token=...): sets the session cookie
   GET  /ui/static/{page.js,page.css}   the page's script and style (no token: they hold no data)
   GET  /docs                       the API's routes, offline (the OpenAPI document stays at /openapi.json)
@@ -23,6 +26,7 @@ sets an HttpOnly SameSite=Strict cookie (streaming/web_auth.py) that the page an
 """
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -35,7 +39,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field
 
 from offline.config import Strict
-from streaming import page_html, status, web_auth
+from streaming import learning_html, page_html, status, web_auth
 from streaming.events import Label
 from streaming.fleet import CALL_TIMEOUT_S
 from streaming.score_history import HORIZON_S
@@ -54,6 +58,11 @@ HTML_HEADERS = {
     "Cache-Control": "no-store",
 }
 _NEXT = re.compile(r"^/[A-Za-z0-9/_-]*$")  # where the login form may send the browser back to: this service's paths
+
+
+def _real(path: str | None) -> str | None:
+    """`path` with symlinks resolved (a swapped-in bundle is known by its real path), None for None."""
+    return None if path is None else os.path.realpath(path)
 
 
 class LabelRequest(Strict):
@@ -80,7 +89,8 @@ def log_ready(host: str, port: int, cameras: int, token: bool) -> None:
 
 
 class PageRoutes:
-    """The page's routes (a mixin of app.ControlPlane, which provides `token`, `fleet` and `_auth`)."""
+    """The page's routes (a mixin of app.ControlPlane, which provides `token`, `fleet`, `recordings`, `learn_jobs`
+    and `_auth`)."""
 
     # ------------------------------------------------------------------------------------------- helpers
     def _page_gate(self, request: Request) -> Response | None:
@@ -156,6 +166,21 @@ class PageRoutes:
         if ev is None:
             raise HTTPException(404, f"no event {event_id}")
         return html(page_html.event_page(base_path(request), ev))
+
+    @router.get("/ui/learning", response_class=HTMLResponse, include_in_schema=False)
+    def page_learning(self, request: Request) -> Response:
+        """The Learning page: each camera's model, recordings and learn jobs."""
+        gate = self._page_gate(request)
+        if gate is not None:
+            return gate
+        rows = status.camera_rows(self.fleet)
+        using = {r["name"]: _real((r.get("bundle") or {}).get("path")) for r in rows}
+        jobs = [j | {"in_use": j["state"] == "done" and using.get(j["camera"]) == _real(j["bundle"])}
+                for j in self.learn_jobs.list()]
+        defaults = self.fleet.cfg.alerts
+        rates = {n: c.alert_settings(defaults).max_false_alerts_per_hour for n, c in self.fleet.cameras.items()}
+        return html(learning_html.learning_page(base_path(request), rows, self.recordings.list(), jobs,
+                                                self.learn_jobs.cfg.schedule, rates))
 
     @router.post("/ui/login", response_class=HTMLResponse, include_in_schema=False)
     async def page_login(self, request: Request) -> Response:

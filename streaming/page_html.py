@@ -1,4 +1,5 @@
-"""The operator's page as plain HTML strings: cameras, events, one event, the login form and the offline API docs.
+"""The operator's page as plain HTML strings: cameras, events, one event, the login form and the offline API docs
+(the Learning page: streaming/learning_html.py).
 
 Pure (data in, `str` out, no HTTP): streaming/page.py serves these. Every value from outside is escaped. No inline
 script or style (the page is served with a Content-Security-Policy allowing only this service), so data for the
@@ -13,7 +14,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
-NAV = (("cameras", "Cameras", "/"), ("events", "Events", "/ui/events"), ("api", "API", "/docs"))
+NAV = (("cameras", "Cameras", "/"), ("events", "Events", "/ui/events"), ("learning", "Learning", "/ui/learning"),
+       ("api", "API", "/docs"))
 LABEL_TEXT = {"false_alarm": "false alarm", "anomaly": "anomaly", None: "unlabelled"}
 SINCE_CHOICES = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "all": None}  # the events page's time filter
 CHART_SECONDS = 300  # the cameras page charts the last five minutes

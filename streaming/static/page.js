@@ -1,9 +1,12 @@
-// The operator's page (streaming/page.py): refreshes the live parts, draws the score charts, posts labels.
+// The operator's page (streaming/page.py): refreshes the live parts, draws the score charts, posts labels, and on
+// the Learning page sends its forms and swap buttons to the API, showing the API's refusals in the camera's card.
 // Hand-written, no dependencies, nothing from another origin (the page's CSP forbids it).
 "use strict";
 (function () {
   var REFRESH_MS = {cameras: 3000, events: 5000, event: 5000};
   var CHART_MS = 2000, FRAME_MS = 2000;
+  var LEARNING_MS = 2000, LEARNING_IDLE_MS = 15000;  // fast while something records or learns, else slowly
+  var refreshing = null, burstUntil = 0;
 
   function localTimes(root) {
     root.querySelectorAll("time[datetime]").forEach(function (t) {
@@ -14,7 +17,8 @@
 
   // Re-render the page on the server and swap every [data-live] region whose HTML changed.
   function refreshLive() {
-    return fetch(location.href, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+    if (refreshing) return refreshing;  // one at a time: a slow answer never piles up requests
+    refreshing = fetch(location.href, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
       if (!r.ok) throw new Error(r.status);
       return r.text();
     }).then(function (text) {
@@ -32,7 +36,8 @@
           }
         });
       });
-    }).catch(function () {});
+    }).catch(function () {}).then(function () { refreshing = null; });
+    return refreshing;
   }
 
   // An event's trace grows while it is open and is completed 5 s after it closed (streaming/camera_alerts.py).
@@ -130,9 +135,56 @@
       .then(function () { buttons.forEach(function (b) { b.disabled = false; }); });
   }
 
+  // Learning page: a form or button calls the API; a refusal (409 busy, 422 naming the field, 507 no room) is
+  // shown in its camera's card as the API words it; success refreshes the lists.
+  function callApi(el, method, url, body) {
+    var card = el.closest("[data-camera]"), box = card && card.querySelector(".api-error");
+    var show = function (text) { if (box) { box.textContent = text; box.hidden = !text; } };
+    show("");
+    return fetch(url, {
+      method: method, credentials: "same-origin", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      if (r.ok) { burstUntil = Date.now() + 6000; refreshLive(); return true; }
+      return r.text().then(function (text) {
+        var detail = text;
+        try { detail = JSON.parse(text).detail || text; } catch (err) { /* not JSON: the text itself */ }
+        show("Refused (HTTP " + r.status + "): " + (typeof detail === "string" ? detail : JSON.stringify(detail)));
+        return false;
+      });
+    }).catch(function (err) { show("No answer from the service: " + err.message); return false; });
+  }
+
+  function formBody(form) {
+    var body = {};
+    Array.prototype.forEach.call(form.elements, function (f) {
+      if (!f.name) return;
+      if (f.type === "checkbox") body[f.name] = f.checked;
+      else if (f.value !== "") body[f.name] = f.dataset.type === "number" ? Number(f.value) : f.value;
+    });
+    return body;
+  }
+
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target.closest("form.api-form");
+    if (!form) return;
+    ev.preventDefault();
+    var button = form.querySelector("button");
+    button.disabled = true;
+    callApi(form, "POST", form.dataset.url, formBody(form)).then(function () { button.disabled = false; });
+  });
+
   document.addEventListener("click", function (ev) {
     var b = ev.target.closest(".label-button");
     if (b) { ev.preventDefault(); postLabel(b); }
+    var a = ev.target.closest(".api-button");
+    if (a && !a.disabled) {
+      ev.preventDefault();
+      a.disabled = true;  // re-rendered by the refresh on success
+      callApi(a, a.dataset.method, a.dataset.url, JSON.parse(a.dataset.body)).then(function (ok) {
+        if (!ok) a.disabled = false;
+      });
+    }
   });
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -150,6 +202,15 @@
       setInterval(function () { charts.forEach(function (c) { if (traceMayGrow(c)) updateChart(c); }); }, REFRESH_MS.event);
     }
     if (REFRESH_MS[page]) setInterval(refreshLive, REFRESH_MS[page]);
+    if (page === "learning") {
+      var last = Date.now();
+      setInterval(function () {
+        var now = Date.now();
+        if (document.querySelector(".item.active") || now < burstUntil || now - last >= LEARNING_IDLE_MS) {
+          last = now; refreshLive();
+        }
+      }, LEARNING_MS);
+    }
     window.addEventListener("resize", function () { charts.forEach(updateChart); });
   });
 })();

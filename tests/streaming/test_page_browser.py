@@ -1,7 +1,8 @@
 """The operator's page (streaming/page.py) in a real headless chromium against the real service on one local Ray.
 
 One service for the module: the demo camera (`demo://street?seed=0`, a vehicle crossing every 20 s) behind a
-token, mounted at a route prefix so that every link must honour it. Chromium (Debian's `chromium` and
+token, mounted at a route prefix so that every link must honour it; it learns with the tiny schedule, so the
+Learning page's test records, learns and swaps the new bundle in within a minute or so. Chromium (Debian's `chromium` and
 `chromium-driver`, driven by selenium) loads the page on 127.0.0.1; its network log must show no other host.
 Screenshots go to the test's tmp folder; with VAD_UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (the README's).
 """
@@ -41,6 +42,9 @@ def service(tmp_path_factory):
         "scorer": {"bundle": str(bundle), "build_demo_bundle": False, "num_cpus": 0.5, "max_wait_ms": 50},
         "alerts": {"min_duration_s": 0.5, "hysteresis": 0.1},  # the shipped config's: threshold from the bundle
         "events": {"path": str(tmp_path_factory.mktemp("ev") / "events.db")},
+        # 9 s segments: a recording of 18 s gives one clip to train on (its tail calibrates) and one kept unseen
+        "recordings": {"segment_minutes": 0.15, "min_free_bytes": 0},
+        "learn": {"schedule": "tiny"},
         "http": {"token": TOKEN, "port": SERVE_PORT},
         "namespace": "vadpage",
     }
@@ -264,3 +268,91 @@ def test_docs_work_offline_and_the_token_stays_out_of_the_logs(service, browser,
     assert not hits, hits
     ready = [p for p in logs.rglob("*") if p.is_file() and b"vad service ready" in p.read_bytes()]
     assert ready, "no 'vad service ready' line in the Ray logs"
+
+
+def test_learning_page_records_learns_and_swaps_the_new_bundle_in(service, browser, requested, tmp_path):
+    """Last in the module: the demo camera ends up scoring with the tiny bundle learned here."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{service}/?token={TOKEN}")  # logged in already, unless this test runs alone
+    browser.find_element(By.LINK_TEXT, "Learning").click()
+    wait_for(lambda: browser.title.startswith("Learning"), 20, "the Learning page from the navigation")
+    assert browser.current_url == f"{service}/ui/learning"
+    card = browser.find_element(By.CSS_SELECTOR, 'section.learning[data-camera="demo"]')
+    default = api("/cameras/demo")["bundle"]
+    assert default["default"] and default["sha256"] in card.find_element(By.CSS_SELECTOR, '[data-live="model-demo"]').text
+    error = card.find_element(By.CSS_SELECTOR, ".api-error")
+    minutes = card.find_element(By.CSS_SELECTOR, "form.record input[name=minutes]")
+    record = card.find_element(By.CSS_SELECTOR, "form.record button")
+    learn = card.find_element(By.CSS_SELECTOR, "form.learn button")
+
+    def refused(status: int, *words: str) -> str:
+        text = wait_for(lambda: error.is_displayed() and f"HTTP {status}" in error.text and error.text, 20,
+                        f"the page to show the API's {status}")
+        assert f"HTTP {status}" in text and all(w in text for w in words), text
+        return text
+
+    # the API's refusals reach the operator: nothing recorded yet (409), a bad field named (422), busy (409)
+    assert Select(card.find_element(By.NAME, "schedule")).first_selected_option.get_attribute("value") == "tiny"
+    learn.click()
+    refused(409, "no recordings")
+    minutes.clear()
+    minutes.send_keys("0")
+    record.click()
+    refused(422, "body.minutes")
+    minutes.clear()
+    minutes.send_keys("0.3")
+    record.click()
+    wait_for(lambda: not error.is_displayed(), 10, "the error to clear")
+    item = wait_for(lambda: card.find_elements(By.CSS_SELECTOR, "li.recording"), 20, "the recording in the list")[0]
+    rid = item.get_attribute("data-recording")
+    record.click()
+    refused(409, "already recording", rid)
+    bar = lambda: card.find_element(By.CSS_SELECTOR, f'li.recording[data-recording="{rid}"]')  # noqa: E731 - re-rendered
+    wait_for(lambda: 0 < float(bar().find_element(By.TAG_NAME, "progress").get_attribute("value")) < 1, 30,
+             "the recording's progress bar moving")
+    wait_for(lambda: bar().get_attribute("data-state") == "done", 60, "the recording done on the page")
+    rec = api(f"/recordings/{rid}")
+    assert rec["state"] == "done" and rec["segments"] >= 2 and rec["recorded_s"] >= 17.5, rec
+    assert float(bar().find_element(By.TAG_NAME, "progress").get_attribute("value")) == 1.0
+    assert f"{rec['recorded_s']:.1f} s of 18.0 s" in bar().text and f"{rec['segments']} segment(s)" in bar().text
+
+    # learn (tiny schedule, a false-alert target) and follow the job to its figures
+    card.find_element(By.NAME, "max_false_alerts_per_hour").send_keys("60")
+    learn.click()
+    job_el = lambda: card.find_element(By.CSS_SELECTOR, "li.job")  # noqa: E731 - the newest, re-rendered
+    jid = wait_for(lambda: job_el().get_attribute("data-job"), 20, "the learn job in the list")
+    assert "disabled" in job_el().find_element(By.CSS_SELECTOR, ".api-button").get_attribute("outerHTML")
+    wait_for(lambda: job_el().get_attribute("data-state") in ("done", "failed"), 150, "the learn job finished")
+    job = api(f"/jobs/{jid}")
+    assert job["state"] == "done" and not job["swapped"], job
+    unseen, choice = job["result"]["unseen"], job["result"]["threshold_choice"]
+    assert unseen["seconds"] > 0 and choice["target_per_hour"] == 60
+    shown = job_el()
+    q = unseen["score_quantiles"]
+    assert shown.find_element(By.CSS_SELECTOR, ".quantiles").text == (
+        f"median {q['0.5']:.3f}, 90% {q['0.9']:.3f}, 99% {q['0.99']:.3f}, max {q['1.0']:.3f}")
+    assert shown.find_element(By.CSS_SELECTOR, ".chosen-threshold").text.startswith(f"{choice['threshold']:.3f}, expected")
+    fa = unseen["false_alerts"]["chosen"]
+    assert shown.find_element(By.CSS_SELECTOR, ".false-alerts-chosen").text == f"{fa['alerts']} = {fa['per_hour']:.3g}/h"
+
+    # swap the job's bundle in: the camera scores with it, and the button says so
+    swap = shown.find_element(By.CSS_SELECTOR, ".api-button")
+    assert swap.text == "swap in" and swap.is_enabled()
+    swap.click()
+    wait_for(lambda: api("/cameras/demo")["bundle"]["path"] == job["bundle"], 60, "the camera on the job's bundle")
+    cam = api("/cameras/demo")
+    assert not cam["bundle"]["default"] and cam["threshold"]["source"] == "bundle_learned", cam
+    wait_for(lambda: job_el().find_element(By.CSS_SELECTOR, ".api-button").text == "in use", 20, "the button in use")
+    assert not job_el().find_element(By.CSS_SELECTOR, ".api-button").is_enabled()
+    model = card.find_element(By.CSS_SELECTOR, '[data-live="model-demo"]')
+    wait_for(lambda: cam["bundle"]["sha256"] in model.text and "its own" in model.text, 20, "the new bundle shown")
+    assert f"{cam['threshold']['threshold']:.3f}" in model.text
+    assert not error.is_displayed()
+    browser.set_window_size(1024, 1100)  # the whole card: the model, the forms, the recording and the job
+    browser.execute_script("window.scrollTo(0, 0)")
+    screenshot(browser, tmp_path, "learning")
+    browser.set_window_size(1024, 768)
+    assert fits_a_phone(browser)
+    assert_only_this_service(browser, requested)
