@@ -15,7 +15,8 @@ from streaming.page_html import e, layout, number, utc
 
 ACTIVE_RECORDING = ("queued", "recording")
 ACTIVE_JOB = ("queued", "running")
-SCHEDULES = (("tiny", "tiny: seconds, a smoke test"), ("cpu", "cpu: about an hour on 2 cores"),
+SCHEDULES = (("auto", "auto: paper with a GPU, else cpu"), ("tiny", "tiny: seconds, a smoke test"),
+             ("cpu", "cpu: at most an hour on 2 cores"),
              ("paper", "paper: the paper's, for a GPU"))
 THRESHOLD_SOURCES = {"config": "set in the config", "max_false_alerts_per_hour": "chosen for the camera's rate",
                      "bundle_learned": "learned with the bundle", "bundle": "the bundle's default"}
