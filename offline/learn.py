@@ -3,7 +3,8 @@
 The camera owner's path from recordings to a model (issue 14): the footage's clips (a folder `vad train --data`
 reads, e.g. `vad record`'s segments) are split by time: the last `eval_fraction` of the clips is kept for the
 evaluation, the rest trains the spatial autoencoder with a named schedule (`vad train --schedule`) and calibrates
-the bundle on each training clip's held-out tail (`vad export`). The evaluation streams the unseen clips through the
+the bundle on each training clip's held-out tail (`vad export`). Clips under `feedback/` (false alarms the service
+kept as normal footage, streaming/event_clips.py) always train and are never part of the unseen evaluation. The evaluation streams the unseen clips through the
 bundle exactly as a camera would (offline.evaluate.stream_clip) and replays the scores through the alert rules:
 score quantiles and false alerts per hour at the bundle's threshold. With `max_false_alerts_per_hour`, the alert
 threshold is chosen on the calibration footage (offline.scoring.alert_rules.threshold_for_rate) and stored in the
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = "learn.json"
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 CALIBRATION_FRACTION = 0.25  # of each training clip; a threshold for N alerts/hour needs minutes of calibration
+FEEDBACK_DIR = "feedback"  # <data>/feedback/: false alarms an operator labelled, kept as normal footage (always trained)
 
 
 class LearnError(ValueError):
@@ -44,21 +46,30 @@ class LearnResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def is_feedback(clip) -> bool:
+    """True for an operator's false alarm kept as normal footage (a clip under the data's `feedback/` folder)."""
+    return clip.id.split("/", 1)[0] == FEEDBACK_DIR
+
+
 def split_clips(clips: list, eval_fraction: float) -> tuple[list, list]:
     """(train, eval) by time: clips sorted by id (recordings are numbered in time order); the eval clips are the
-    last ones making up at least `eval_fraction` of the frames, at least one clip kept for training."""
+    last ones making up at least `eval_fraction` of the recorded frames, at least one recorded clip kept for
+    training. Feedback clips (`is_feedback`) always train and are never evaluated on: they are the scene's rare
+    moments the model got wrong, not its typical time, so they would neither measure the false-alert rate fairly
+    nor be learned if held out; they come last in the training list and count for no fraction."""
     if not 0 <= eval_fraction < 1:
         raise LearnError(f"eval_fraction must lie in [0, 1), got {eval_fraction}")
-    ordered = sorted(clips, key=lambda c: c.id)
+    feedback = sorted((c for c in clips if is_feedback(c)), key=lambda c: c.id)
+    ordered = sorted((c for c in clips if not is_feedback(c)), key=lambda c: c.id)
     if eval_fraction == 0 or len(ordered) < 2:
-        return ordered, []
+        return ordered + feedback, []
     total = sum(c.num_frames for c in ordered)
     held, frames = [], 0
     while len(ordered) > 1 and frames < eval_fraction * total:
         clip = ordered.pop()
         held.insert(0, clip)
         frames += clip.num_frames
-    return ordered, held
+    return ordered + feedback, held
 
 
 def estimate_steps(cfg, clips: list) -> int:
@@ -166,6 +177,7 @@ def learn(
     replay_fps = fps or float(np.median([c.fps for c in train_clips]))
     report: dict[str, Any] = {
         "data": str(data), "schedule": schedule, "train_clips": [c.id for c in train_clips],
+        "feedback_clips": [c.id for c in train_clips if is_feedback(c)],
         "train_minutes": round(train_s / 60.0, 2), "steps": result.step, "epochs": result.epoch,
         "calibration": {"frames": calibration.frames, "score_quantiles": calibration.score_quantiles},
         "rules": rules.__dict__, "replay_fps": replay_fps,

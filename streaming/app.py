@@ -19,7 +19,8 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
   DELETE /cameras/{name}           stop and remove it (its open alert closes with reason "removed")
   GET  /events?camera=&since=&until=&min_score=&status=&label=&limit=   events, newest first (label: false_alarm,
                                    anomaly, or none = not labelled yet)
-  GET  /events/{id}, /events/{id}/snapshot (image/jpeg)
+  GET  /events/{id}, /events/{id}/snapshot (image/jpeg); `clip`: whether the alert's footage is kept
+                                   (streaming/event_clips.py; GET /events/{id}/clip, video/x-matroska)
   POST /cameras/{name}/recordings {"minutes": M[, "fps": F, "max_side": S]}   record normal footage of the camera
                                    (streaming/recordings.py) into recordings.root/<camera>/<id>/ for vad train --data
                                    -> 202; 404 unknown camera, 422 naming the bad field (minutes in (0, 1440]), 409
@@ -40,7 +41,9 @@ scorer actor per device and one camera actor per camera, owned by the replica: t
   The operator's page and its data (streaming/page.py): GET / (cameras), /ui/events, /ui/events/{id}, /ui/learning
   (recordings, learn jobs and bundle swaps through the routes above), /docs
   (offline; the OpenAPI document is /openapi.json), GET /cameras/{name}/scores?seconds=, /cameras/{name}/frame
-  (JPEG), /events/{id}/scores, POST /events/{id}/label {"label": "false_alarm" | "anomaly"}
+  (JPEG), /events/{id}/scores, /events/{id}/clip, POST /events/{id}/label {"label": "false_alarm" | "anomaly"}
+  (a false alarm's clip goes to recordings.root/<camera>/feedback/ for the camera's next learn, an anomaly's is
+  removed from there; the answer's `footage`: kept, removed, pending or none with `footage_reason`)
   GET  /scorers                    batching and utilisation per scorer, and its loaded bundles (path, sha256
                                    prefix, cameras, parameter bytes)
   GET  /bundle                     the default model bundle (path, weights sha256 prefix, version)

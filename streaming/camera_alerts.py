@@ -6,7 +6,9 @@ events are written to the shared EventStore. After a scorer restart, `resume_ope
 open event when it was updated within RESUME_GAP_S (no duplicate alert), else closes it (reason "restart").
 It also keeps the camera's recent scores (`history`, streaming/score_history.py: the page's live chart), the newest
 scored frame (`latest_jpeg`: the page's live view) and writes each event's score trace (TRACE_BEFORE_S before its
-start to TRACE_AFTER_S after its end) to the store. No Ray, no threads: the scorer service calls it under its lock.
+start to TRACE_AFTER_S after its end) to the store. While an alert is pending or open, the frames of the windows it
+covers are kept (`clip`, streaming/clip_buffer.py, bounded) and handed to `clips` (streaming/event_clips.py) when it
+closes: the event's clip. No Ray, no threads: the scorer service calls it under its lock.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from PIL import Image
 
 from offline.scoring.alert_rules import AlertEvent, AlertTracker
 from streaming.batching import ScoredWindow
+from streaming.clip_buffer import ClipBuffer
 from streaming.config import AlertConfig
+from streaming.event_clips import EventClips
 from streaming.events import EventStore, EventStoreError
 from streaming.score_history import ScoreHistory
 from streaming.snapshot import render_evidence_snapshot
@@ -62,6 +66,9 @@ class CameraAlerts:
     history: ScoreHistory = field(default_factory=ScoreHistory)
     latest: np.ndarray | None = None  # the newest scored frame (H, W, 3) uint8, at the model's input size
     trace_due: tuple[int, float, float] | None = None  # (event id, trace start, wall time to complete it)
+    clip: ClipBuffer | None = None  # the current alert's frames; None: no clips kept
+    clips: EventClips | None = None  # where a closed alert's clip is written
+    fps: float = 5.0  # the camera's analysis rate: the clip's frame rate
 
     @classmethod
     def start(cls, name: str, settings: AlertConfig, store: EventStore) -> "CameraAlerts":
@@ -94,6 +101,8 @@ class CameraAlerts:
             if r.warm[t]:
                 self.history.add(wall, float(r.score[t]))
             events = self.tracker.update(wall, float(r.score[t]), int(r.indices[t]), bool(r.warm[t]))
+            if self.clip is not None:  # the closing frame still belongs to the alert
+                self.clip.add(r.frames[t], self.tracker.state != "idle" or any(ev.kind == "closed" for ev in events))
             if self.tracker.new_peak:
                 emap = r.error_map[t] if r.error_map is not None else np.zeros(r.frames.shape[1:3], np.float32)
                 self.peak = (np.array(r.frames[t]), np.array(emap))
@@ -166,7 +175,12 @@ class CameraAlerts:
             store.update_peak(self.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot())
         elif ev.kind == "closed" and self.event_id is not None:
             end = ev.end_s if ev.end_s is not None else time.time()
+            frames = self.clip.take() if self.clip is not None else None
+            if frames is not None and self.clips is not None:
+                self.clips.begin(self.event_id)  # before the close: a label meanwhile answers "pending"
             store.close_event(self.event_id, end, ev.reason)
+            if frames is not None and self.clips is not None:
+                self.clips.save(self.event_id, self.name, frames, self.fps, store)
             self.write_trace(store, self.event_id, ev.start_s - TRACE_BEFORE_S)
             self.trace_due = (self.event_id, ev.start_s - TRACE_BEFORE_S, end + TRACE_AFTER_S)
             # a warning like "opened": Ray's workers show WARNING and above by default

@@ -179,6 +179,17 @@ class EventsConfig(Strict):
     path: Path = Field(Path("runs/events.db"), description="SQLite file of alert events (shared by all scorers)")
     retention_days: float = Field(30.0, gt=0, le=3650)
     max_events: int = Field(10_000, ge=1)
+    clip_seconds: float = Field(
+        30.0, ge=0, le=120, description="an alert's footage kept with its event (its newest seconds at the camera's "
+        "fps and the model's input size, streaming/event_clips.py); a false alarm's goes to the camera's next learn; "
+        "held in the scorer's memory while the alert is open (seconds x fps x size^2 x 3 bytes per alerting camera); "
+        "0: none"
+    )
+    clips_max_bytes: int = Field(1 << 30, ge=0, description="most bytes all alert clips may hold; the oldest go first")
+
+    def clips_dir(self) -> Path:
+        """Where the alert clips go: a folder beside the database (runs/events.db -> runs/events-clips/)."""
+        return self.path.with_name(self.path.stem + "-clips")
 
 
 class StateConfig(Strict):

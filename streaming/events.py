@@ -380,6 +380,11 @@ class EventStore:
             row = self._conn.execute("SELECT trace FROM traces WHERE event_id = ?", (int(event_id),)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def event_ids(self) -> set[int]:
+        """The ids of every stored event (what files kept beside the store, like alert clips, are pruned against)."""
+        with self._lock:
+            return {int(r[0]) for r in self._conn.execute("SELECT id FROM events")}
+
     def count(self) -> int:
         """Number of stored events (retention and tests)."""
         with self._lock:

@@ -115,6 +115,8 @@ class Fleet:
                 max_pending=s.max_pending_per_camera,
                 torch_threads=s.torch_threads,
                 max_bundles=s.max_bundles,
+                # false alarms' clips go where the camera's next learn reads its recordings
+                feedback_root=None if cfg.recordings.root is None else str(cfg.recordings.root),
             )
             self.scorers.append((device, actor))
         self.model_input = ray.get(self.scorers[0][1].model_input.remote(), timeout=300)

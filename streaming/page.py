@@ -19,7 +19,10 @@ and the data behind them (same auth as every API route):
   GET  /cameras/{name}/scores?seconds=300   {"points": [[t, score], ...], "threshold": ...} (at most 600 points)
   GET  /cameras/{name}/frame                JPEG of the newest scored frame (what the model saw)
   GET  /events/{id}/scores                  the event's stored score trace (10 s before to 5 s after it)
-  POST /events/{id}/label  {"label": "false_alarm" | "anomaly"}   the labelled event; 404 unknown, 422 bad label
+  GET  /events/{id}/clip                    the alert's footage as the model saw it (video/x-matroska, H.264)
+  POST /events/{id}/label  {"label": "false_alarm" | "anomaly"}   the labelled event and `footage`: a false alarm's
+                                            clip is kept as the camera's normal footage for its next learn
+                                            (streaming/event_clips.py); 404 unknown, 422 bad label
 
 Auth with a token configured: a page load without it answers 401 with the login form; `?token=` (once) or the form
 sets an HttpOnly SameSite=Strict cookie (streaming/web_auth.py) that the page and its data calls then carry.
@@ -237,9 +240,22 @@ class PageRoutes:
             raise HTTPException(404, f"event {event_id} has no score trace (or does not exist)")
         return trace
 
+    @router.get("/events/{event_id}/clip")
+    def event_clip(self, event_id: int, request: Request) -> Response:
+        """GET /events/{id}/clip: the alert's footage, at the model's input size (Matroska, H.264)."""
+        self._auth(request)
+        clip = self._events("get_clip", event_id)
+        if clip is None:
+            raise HTTPException(404, f"event {event_id} has no clip (or does not exist)")
+        return Response(clip, media_type="video/x-matroska",
+                        headers={"Content-Disposition": f'attachment; filename="event-{event_id}.mkv"'})
+
     @router.post("/events/{event_id}/label")
     def label_event(self, event_id: int, body: LabelRequest, request: Request) -> dict:
-        """POST /events/{id}/label: record the operator's verdict (false_alarm or anomaly); the labelled event."""
+        """POST /events/{id}/label: record the operator's verdict (false_alarm or anomaly); the labelled event with
+        `footage`: "kept" (a false alarm's clip now is normal footage of the camera's next learn, `footage_path`),
+        "removed" (an anomaly's is not), "pending" (kept once the alert's clip is written) or "none"
+        (`footage_reason`: no clip, e.g. the event predates clips or its clip was pruned)."""
         self._auth(request)
         ev = self._events("set_label", event_id, body.label)
         if ev is None:

@@ -203,11 +203,13 @@ def event_detail(base: str, ev: dict[str, Any]) -> str:
 
 
 def event_page(base: str, ev: dict[str, Any]) -> str:
-    """One event: facts, label buttons, the score timeline around it, its snapshot."""
+    """One event: facts, label buttons, the score timeline around it, its snapshot and a link to its clip."""
     i = int(ev["id"])
     snap = (f'<img class=snapshot src="{e(base)}/events/{i}/snapshot" alt="snapshot of event {i}">'
             if ev.get("has_snapshot") else "<p class=empty>No snapshot.</p>")
     end = "" if ev.get("end_s") is None else f' data-end="{ev["end_s"]}"'
+    clip = (f'<p><a class=clip href="{e(base)}/events/{i}/clip" download>Footage of the alert</a> (.mkv, as the model '
+            "saw it)</p>" if ev.get("clip") else "")
     main = (
         f'<h1>Event #{i} <small>{e(ev["camera"])}</small></h1>'
         f'<div class="card" data-live="event-{i}">{event_detail(base, ev)}</div>'
@@ -215,7 +217,7 @@ def event_page(base: str, ev: dict[str, Any]) -> str:
         f'<h2>Score around the alert</h2>'
         f'<canvas class="chart trace" data-scores="{e(base)}/events/{i}/scores" data-start="{ev["start_s"]}"{end} '
         f'role=img aria-label="score around event {i}"></canvas>'
-        f"<h2>Snapshot (peak frame)</h2>{snap}"
+        f"<h2>Snapshot (peak frame)</h2>{snap}{clip}"
         f'<p><a href="{e(base)}/ui/events?{urlencode({"camera": ev["camera"]})}">more events of {e(ev["camera"])}</a></p>'
     )
     return layout(base, "events", f"Event {i}", main, "event")

@@ -4,7 +4,7 @@
 streaming/fleet.py). `submit(window)` only queues (see streaming.batching for the drop policy); a worker thread
 takes batches (max_batch, max_wait_ms), calls the batch's bundle's Detector once per batch, and per camera runs
 FrameScorer -> CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG
-snapshot).
+snapshot and the alert's clip, streaming/event_clips.py; a false alarm's clip is kept under `feedback_root`).
 
 Bundles (streaming/bundle_set.py): a camera scores with its own bundle (`set_camera(..., bundle=path)`) or the
 default one; each bundle is loaded once per scorer, a batch only holds windows of one bundle, and a bundle no camera
@@ -36,6 +36,8 @@ from offline.scoring.detector import Detector
 from streaming.batching import PendingWindows, ScoredWindow
 from streaming.bundle_set import BundleSet, LoadedBundle, bundle_info, load_detector
 from streaming.camera_alerts import CameraAlerts
+from streaming.clip_buffer import ClipBuffer
+from streaming.event_clips import EventClips, clip_frames
 from streaming.config import AlertConfig, EventsConfig
 from streaming.events import EventStore
 from streaming.prometheus import VadMetrics
@@ -61,6 +63,8 @@ class ScorerService:
         max_batch / max_wait_ms / max_pending: batching and the per-camera queue bound.
         torch_threads: torch intra-op threads for CPU scoring (None: leave torch's default).
         max_bundles: most bundles loaded at once, the default included (`scorer.max_bundles`).
+        feedback_root: recordings.root: a clip labelled false_alarm is copied to <root>/<camera>/feedback/ for the
+            camera's next learn (None: not kept).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class ScorerService:
         max_pending: int = 2,
         torch_threads: int | None = None,
         max_bundles: int = 8,
+        feedback_root: str | None = None,
     ):
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -90,6 +95,12 @@ class ScorerService:
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000.0
         ev = events if isinstance(events, EventsConfig) else EventsConfig.model_validate(events)
         self.store = EventStore(ev.path, ev.retention_days, ev.max_events)
+        self.clip_seconds = ev.clip_seconds
+        self.clips = EventClips(ev.clips_dir(), ev.clips_max_bytes, feedback_root, enabled=ev.clip_seconds > 0)
+        try:
+            self.clips.prune(self.store)
+        except OSError as exc:
+            logger.error("scorer %s: pruning alert clips in %s failed: %s", name, self.clips.dir, exc)
         self.alert_defaults = alerts if isinstance(alerts, AlertConfig) else AlertConfig.model_validate(alerts or {})
         self._alert_settings: dict[str, AlertConfig] = {}
         self._fps: dict[str, float] = {}
@@ -173,6 +184,18 @@ class ScorerService:
         if cam is not None:
             cam.apply(self._resolved(camera, self._alert_settings.get(camera, self.alert_defaults)))
             cam.block = self.bundles.entry_for(camera).detector.config.scoring.block
+            self._clip_settings(camera, cam)
+
+    def _clip_settings(self, camera: str, cam: CameraAlerts) -> None:
+        """The camera's clip bound (events.clip_seconds at its fps) and pre-roll (its bundle's window less one);
+        a changed bound applies from the camera's next alert on."""
+        cam.clips, cam.fps = self.clips, self._fps.get(camera, 5.0)
+        frames = clip_frames(self.clip_seconds, cam.fps)
+        pre = self.bundles.entry_for(camera).detector.window - 1
+        if frames == 0:
+            cam.clip = None
+        elif cam.clip is None or (not cam.clip.active and (cam.clip.max_frames, cam.clip.pre_frames) != (frames, pre)):
+            cam.clip = ClipBuffer(frames, pre)
 
     def remove_camera(self, camera: str) -> None:
         """Forget a camera: close its open alert (reason "removed"), its queue, its normaliser, and its bundle when
@@ -207,6 +230,7 @@ class ScorerService:
             a = self._alert_settings.get(name, self.alert_defaults)
             cam = self._cams[name] = CameraAlerts.start(name, self._resolved(name, a), self.store)
             cam.block = self.bundles.entry_for(name).detector.config.scoring.block
+            self._clip_settings(name, cam)
         return cam
 
     # ------------------------------------------------------------------------------------------- intake
@@ -421,21 +445,29 @@ class ScorerService:
         return [f for f in self.metrics.snapshot() if f.name in SCORER_FAMILIES]
 
     def list_events(self, **filters: Any) -> list[dict]:
-        """Events from the shared store, filtered (GET /events)."""
-        return [e.to_dict() for e in self.store.list_events(**filters)]
+        """Events from the shared store, filtered (GET /events); `clip`: whether the event's clip exists."""
+        return [{**e.to_dict(), "clip": self.clips.exists(e.id)} for e in self.store.list_events(**filters)]
 
     def get_event(self, event_id: int) -> dict | None:
-        """One event from the shared store, or None (GET /events/{id})."""
+        """One event from the shared store, or None (GET /events/{id}); `clip`: whether its clip exists."""
         e = self.store.get_event(event_id)
-        return None if e is None else e.to_dict()
+        return None if e is None else {**e.to_dict(), "clip": self.clips.exists(e.id)}
+
+    def get_clip(self, event_id: int) -> bytes | None:
+        """One event's clip (Matroska, H.264, at the model's input size), or None (GET /events/{id}/clip)."""
+        return self.clips.read(event_id)
 
     def get_snapshot(self, event_id: int) -> bytes | None:
         """One event's JPEG from the shared store, or None."""
         return self.store.get_snapshot(event_id)
 
     def set_label(self, event_id: int, label: str) -> dict | None:
-        """Label an event "false_alarm" or "anomaly" (POST /events/{id}/label); the event, or None if unknown."""
-        return self.get_event(event_id) if self.store.set_label(event_id, label) else None
+        """Label an event "false_alarm" or "anomaly" (POST /events/{id}/label); None if unknown, else the event and
+        what became of its footage: a false alarm's clip is kept as the camera's normal footage for its next learn,
+        an anomaly's is removed from there (`footage`: kept, removed, pending or none, with `footage_reason`)."""
+        footage = self.clips.label(self.store, event_id, label)
+        ev = None if footage is None else self.get_event(event_id)
+        return None if ev is None else {**ev, **footage}
 
     def get_trace(self, event_id: int) -> dict | None:
         """An event's stored score trace (GET /events/{id}/scores), or None."""
@@ -472,4 +504,5 @@ class ScorerService:
         with self._lock:
             for name, cam in self._cams.items():
                 cam.close(self.store, "stopped")
+        self.clips.close()  # the clips of the alerts just closed are written before the scorer goes
 

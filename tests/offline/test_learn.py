@@ -52,6 +52,30 @@ def test_split_keeps_the_last_clips_unseen(footage):
         split_clips(clips, 1.0)
 
 
+def test_feedback_clips_always_train_and_are_never_the_unseen_footage(tmp_path):
+    """A camera's recordings folder as the service leaves it: two recordings and the operator's false alarms under
+    feedback/ (which sorts after both recordings, so a plain split by id would hold them out)."""
+    from offline.data.readers import open_dataset
+    from offline.learn import is_feedback
+
+    tiny = np.zeros((20, 16, 16, 3), np.uint8)
+    for rel in ("door-20240101T000000Z-ab12/seg-000001.mkv", "door-20240102T000000Z-cd34/seg-000001.mkv",
+                "feedback/event-3.mkv", "feedback/event-12.mkv"):
+        write_video(tiny, tmp_path / rel, 10.0)
+    clips = list(open_dataset(tmp_path).train)
+    feedback = {"feedback/event-3", "feedback/event-12"}
+    assert {c.id for c in clips if is_feedback(c)} == feedback
+    for fraction in (0.0, 0.2, 0.5, 0.9):
+        train, held = split_clips(clips, fraction)
+        assert feedback <= {c.id for c in train} and not feedback & {c.id for c in held}, fraction
+        assert len(train) + len(held) == len(clips)
+    train, held = split_clips(clips, 0.2)  # 20% of the recorded frames: the later recording, not a feedback clip
+    assert [c.id for c in held] == ["door-20240102T000000Z-cd34/seg-000001"]
+    assert [c.id for c in train] == ["door-20240101T000000Z-ab12/seg-000001", "feedback/event-12", "feedback/event-3"]
+    only = [c for c in clips if is_feedback(c)] + clips[:1]  # one recording: nothing can be held out
+    assert split_clips(only, 0.5)[1] == []
+
+
 def test_learn_reports_progress_in_order(learned):
     stages = [p["stage"] for p in learned.progress]
     assert stages[0] == "reading footage" and stages[-1] == "done"

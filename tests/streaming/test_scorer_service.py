@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from offline.data.readers import open_dataset, read_frames
 from streaming.demo_bundle import demo_frames
 from streaming.scorer_service import ScorerService
 from streaming.snapshot import EVIDENCE_MIN_SIDE
@@ -39,7 +40,7 @@ def test_alert_opens_on_the_anomaly_only_and_events_survive_a_restart(bundle, tm
     db = tmp_path / "events.db"
     alerts = {"threshold": 0.99, "min_duration_s": 0.5, "hysteresis": 0.1}
     svc = ScorerService("cpu", "cpu", str(bundle), {"path": str(db)}, alerts, max_batch=8, max_wait_ms=20, max_pending=64)
-    svc.set_camera("demo")
+    svc.set_camera("demo", fps=FPS)  # the analysis rate the feed is cut at: the clips' frame rate
     t0 = time.time() - 60
     labels = feed(svc, "demo", 45.0, svc.detector.size, t0)
     n_windows = len(labels) // T
@@ -60,6 +61,17 @@ def test_alert_opens_on_the_anomaly_only_and_events_survive_a_restart(bundle, tm
         img = Image.open(io.BytesIO(jpeg))
         side = svc.detector.size * -(-EVIDENCE_MIN_SIDE // svc.detector.size)  # enlarged (nearest) for viewing
         assert img.format == "JPEG" and img.width == side and img.height > side  # a header band above the frame
+
+    # each event keeps the frames of the windows it covered (a window of context first) as an H.264 clip
+    wait_for(lambda: all(svc.get_event(ev["id"])["clip"] for ev in events), 60, "the events' clips")
+    frames, _ = demo_frames(45.0, FPS, svc.detector.size)
+    for ev in events:
+        (clip,) = open_dataset(svc.clips.path(ev["id"])).train
+        got = np.stack(list(read_frames(clip, size=None))).astype(int)
+        first = round((ev["start_s"] - t0) * FPS) - (T - 1)
+        assert clip.fps == FPS and len(got) >= (ev["end_s"] - ev["start_s"]) * FPS + T, (len(got), ev)
+        assert np.abs(got - frames[first : first + len(got)]).mean() < 3.0  # those very frames, in order
+        assert svc.get_clip(ev["id"]) == svc.clips.path(ev["id"]).read_bytes()
 
     # the page's data: the live chart's recent scores, the live frame, each event's stored score trace
     hist = svc.score_history("demo", 600.0)
