@@ -53,8 +53,8 @@ def is_feedback(clip) -> bool:
 
 def split_clips(clips: list, eval_fraction: float) -> tuple[list, list]:
     """(train, eval) by time: clips sorted by id (recordings are numbered in time order); the eval clips are the
-    last ones making up at least `eval_fraction` of the recorded frames, at least one recorded clip kept for
-    training. Feedback clips (`is_feedback`) always train and are never evaluated on: they are the scene's rare
+    last ones whose frames come nearest to `eval_fraction` of the recorded frames (at least one clip held out, at
+    least one kept for training). Feedback clips (`is_feedback`) always train and are never evaluated on: they are the scene's rare
     moments the model got wrong, not its typical time, so they would neither measure the false-alert rate fairly
     nor be learned if held out; they come last in the training list and count for no fraction."""
     if not 0 <= eval_fraction < 1:
@@ -65,7 +65,7 @@ def split_clips(clips: list, eval_fraction: float) -> tuple[list, list]:
         return ordered + feedback, []
     total = sum(c.num_frames for c in ordered)
     held, frames = [], 0
-    while len(ordered) > 1 and frames < eval_fraction * total:
+    while len(ordered) > 1 and (not held or frames + ordered[-1].num_frames / 2 <= eval_fraction * total):
         clip = ordered.pop()
         held.insert(0, clip)
         frames += clip.num_frames

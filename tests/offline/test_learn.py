@@ -48,6 +48,8 @@ def test_split_keeps_the_last_clips_unseen(footage):
     assert [c.id for c in train] == ["segment-000", "segment-001", "segment-002"]
     assert [c.id for c in held] == ["segment-003"]
     assert split_clips(clips[:1], 0.5) == (clips[:1], [])  # one clip: nothing can be held out
+    # the nearest to the fraction, never none and never all
+    assert [len(split_clips(clips, f)[1]) for f in (0.05, 0.3, 0.5, 0.6, 0.9)] == [1, 1, 2, 2, 3]
     with pytest.raises(LearnError, match="eval_fraction"):
         split_clips(clips, 1.0)
 
