@@ -353,9 +353,7 @@ class ControlPlane(page.PageRoutes):
         try:
             return self.learn_jobs.start(name, self.fleet.cfg.recordings.root / name, body, fps=cam.fps, rules=rules,
                                          max_false_alerts_per_hour=settings.max_false_alerts_per_hour)
-        except JobConflict as exc:
-            raise HTTPException(409, str(exc)) from None
-        except FileNotFoundError as exc:
+        except (JobConflict, FileNotFoundError) as exc:  # busy, or nothing recorded to learn from yet
             raise HTTPException(409, str(exc)) from None
 
     @api.get("/jobs")

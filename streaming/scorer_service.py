@@ -147,7 +147,6 @@ class ScorerService:
                 self._alert_settings[camera] = settings
                 self._fps[camera] = float(fps)
                 self._refresh(camera)
-                self._resolved(camera, settings)  # also before its first window: the status shows it
             return entry.model_input()
 
     def swap_camera_bundle(self, camera: str, bundle: str | None) -> dict[str, Any]:
@@ -179,10 +178,12 @@ class ScorerService:
             return self.bundles.assign(camera, entry, bundle)
 
     def _refresh(self, camera: str) -> None:
-        """Apply a camera's alert settings and its bundle's threshold and block to its alert state (under `_lock`)."""
+        """Resolve a camera's threshold again (its settings, fps or bundle changed; the status shows it before the
+        first window) and apply it with its bundle's block to its alert state, if it has one (under `_lock`)."""
+        self._resolve(camera)
         cam = self._cams.get(camera)
         if cam is not None:
-            cam.apply(self._resolved(camera, self._alert_settings.get(camera, self.alert_defaults)))
+            cam.apply(self._settings(camera))
             cam.block = self.bundles.entry_for(camera).detector.config.scoring.block
             self._clip_settings(camera, cam)
 
@@ -214,21 +215,26 @@ class ScorerService:
             if cam is not None:
                 cam.close(self.store, "removed")
 
-    def _resolved(self, camera: str, settings: AlertConfig) -> AlertConfig:
-        """Alert settings with the threshold resolved (offline.scoring.alert_rules.resolve_threshold): the config's,
-        else one for its max_false_alerts_per_hour on the camera's bundle's calibration trace, else the bundle's."""
+    def _resolve(self, camera: str) -> None:
+        """Resolve the camera's threshold once (offline.scoring.alert_rules.resolve_threshold: the config's, else one
+        for its max_false_alerts_per_hour on its bundle's calibration trace, else the bundle's) and keep it."""
+        settings = self._alert_settings.get(camera, self.alert_defaults)
         config = self.bundles.entry_for(camera).detector.config
         rules = AlertRules(settings.min_duration_s, settings.hysteresis)
-        resolved = resolve_threshold(settings.threshold, settings.max_false_alerts_per_hour, config.scoring,
-                                     config.calibration, self._fps.get(camera, 5.0), rules)
-        self._thresholds[camera] = resolved
-        return settings.model_copy(update={"threshold": resolved.threshold})
+        self._thresholds[camera] = resolve_threshold(settings.threshold, settings.max_false_alerts_per_hour,
+                                                     config.scoring, config.calibration, self._fps.get(camera, 5.0), rules)
+
+    def _settings(self, camera: str) -> AlertConfig:
+        """The camera's alert settings with its resolved threshold filled in."""
+        if camera not in self._thresholds:
+            self._resolve(camera)
+        settings = self._alert_settings.get(camera, self.alert_defaults)
+        return settings.model_copy(update={"threshold": self._thresholds[camera].threshold})
 
     def _camera(self, name: str) -> CameraAlerts:
         cam = self._cams.get(name)
         if cam is None:
-            a = self._alert_settings.get(name, self.alert_defaults)
-            cam = self._cams[name] = CameraAlerts.start(name, self._resolved(name, a), self.store)
+            cam = self._cams[name] = CameraAlerts.start(name, self._settings(name), self.store)
             cam.block = self.bundles.entry_for(name).detector.config.scoring.block
             self._clip_settings(name, cam)
         return cam

@@ -205,21 +205,29 @@ def threshold_for_rate(
     allowed = math.floor(max_per_hour * footage_s / 3600.0)  # alerts the footage may show
     finite = np.concatenate(seqs)
     finite = finite[np.isfinite(finite)]
-    levels = np.unique(np.clip(np.concatenate([finite, [floor, ceiling]]), floor, ceiling))
-    lo, hi = 0, len(levels) - 1  # invariant: levels[hi] satisfies the target (or is the ceiling)
-    if count_alerts(seqs, fps, float(levels[0]), rules) <= allowed:
-        hi = 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if count_alerts(seqs, fps, float(levels[mid]), rules) <= allowed:
-            hi = mid
-        else:
-            lo = mid
-    threshold = float(levels[hi])  # any threshold in (levels[hi - 1], levels[hi]] flags the same frames
+    counted: dict[float, int] = {}
+
+    def alerts_at(t: float) -> int:  # each level is replayed once
+        if t not in counted:
+            counted[t] = count_alerts(seqs, fps, t, rules)
+        return counted[t]
+
     if allowed < 1:  # zero alerts in short footage says little: stay above every score it showed
         threshold = float(np.nextafter(finite.max(), np.inf)) if finite.size else ceiling
+    else:
+        levels = np.unique(np.clip(np.concatenate([finite, [floor, ceiling]]), floor, ceiling))
+        lo, hi = 0, len(levels) - 1  # invariant: levels[hi] satisfies the target (or is the ceiling)
+        if alerts_at(float(levels[0])) <= allowed:
+            hi = 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if alerts_at(float(levels[mid])) <= allowed:
+                hi = mid
+            else:
+                lo = mid
+        threshold = float(levels[hi])  # any threshold in (levels[hi - 1], levels[hi]] flags the same frames
     threshold = min(max(threshold, floor), ceiling)
-    n = count_alerts(seqs, fps, threshold, rules)
+    n = alerts_at(threshold)
     return ThresholdChoice(
         threshold=threshold, target_per_hour=float(max_per_hour), expected_per_hour=n * 3600.0 / footage_s,
         bound_per_hour=3600.0 / footage_s, footage_s=footage_s, resolved=allowed >= 1,
