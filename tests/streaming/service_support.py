@@ -61,6 +61,27 @@ def ensure_ray() -> None:
         atexit.register(_shutdown)
 
 
+def deploy_app(args: dict, name: str, route_prefix: str) -> str:
+    """`serve.run` the service built from `args` as application `name` under `route_prefix` (a redeploy when it
+    runs already) and wait for its /healthz 200; returns its base URL."""
+    import requests
+    from ray import serve
+
+    from streaming.app import build_app
+
+    serve.run(build_app(args), name=name, route_prefix=route_prefix)
+    base = f"http://127.0.0.1:{SERVE_PORT}{route_prefix}"
+    wait_for(lambda: requests.get(f"{base}/healthz", timeout=10).status_code == 200, 120, "healthz 200")
+    return base
+
+
+def camera_rows(base: str) -> dict[str, dict]:
+    """GET /cameras of the service at `base`, by camera name."""
+    import requests
+
+    return {c["name"]: c for c in requests.get(f"{base}/cameras", timeout=30).json()}
+
+
 def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5):
     """`tests.polling.wait_for` for services: polls every 0.5 s and keeps polling through errors of a service
     still starting (connection refused, 503 while an actor restarts)."""

@@ -9,6 +9,7 @@ windows (up to batch-size float noise).
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -186,8 +187,7 @@ def test_service_per_camera_bundles_swap_refusals_limit_and_restart(tmp_path):
     import requests
     from ray import serve
 
-    from streaming.app import build_app
-    from tests.streaming.service_support import SERVE_PORT, ensure_ray
+    from tests.streaming.service_support import SERVE_PORT, camera_rows, deploy_app, ensure_ray
 
     allowed, other = tmp_path / "bundles", tmp_path / "elsewhere"
     b = {k: _bundle(allowed / k, size, seed) for k, size, seed in (("a", 32, 0), ("b", 32, 1), ("c", 64, 2), ("d", 32, 3))}
@@ -204,13 +204,8 @@ def test_service_per_camera_bundles_swap_refusals_limit_and_restart(tmp_path):
         "namespace": "vadbundles",
     }
     base = f"http://127.0.0.1:{SERVE_PORT}/bundles"
-
-    def deploy() -> None:
-        serve.run(build_app(args), name="vadbundles", route_prefix="/bundles")
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=10).status_code == 200, 120, "healthz 200")
-
-    def cameras() -> dict[str, dict]:
-        return {c["name"]: c for c in requests.get(f"{base}/cameras", timeout=30).json()}
+    deploy = partial(deploy_app, args, "vadbundles", "/bundles")
+    cameras = partial(camera_rows, base)
 
     def scorer() -> dict:
         return requests.get(f"{base}/scorers", timeout=30).json()["cpu"]

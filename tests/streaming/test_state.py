@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import stat
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -196,8 +197,7 @@ def test_api_changes_survive_a_redeploy_and_bundle_swaps_stay_inside_the_roots(t
     from ray import serve
 
     from offline.scoring.bundle import random_bundle
-    from streaming.app import build_app
-    from tests.streaming.service_support import SERVE_PORT, ensure_ray, wait_for
+    from tests.streaming.service_support import SERVE_PORT, camera_rows, deploy_app, ensure_ray, wait_for
 
     allowed, other = roots["allowed"], roots["other"]
     small = {"size": 32, "temporal": False, "channels": (8, 16, 32)}
@@ -215,13 +215,8 @@ def test_api_changes_survive_a_redeploy_and_bundle_swaps_stay_inside_the_roots(t
         "namespace": "vadstate",
     }
     base = f"http://127.0.0.1:{SERVE_PORT}/state"
-
-    def deploy() -> None:
-        serve.run(build_app(args), name="vadstate", route_prefix="/state")
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=10).status_code == 200, 120, "healthz 200")
-
-    def cameras() -> dict[str, dict]:
-        return {c["name"]: c for c in requests.get(f"{base}/cameras", timeout=30).json()}
+    deploy = partial(deploy_app, args, "vadstate", "/state")
+    cameras = partial(camera_rows, base)
 
     ensure_ray()
     try:
