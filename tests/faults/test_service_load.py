@@ -22,6 +22,7 @@ from tests.faults.tools.service_load import FPS, run_n_then_2n
 pytestmark = pytest.mark.slow
 N = int(os.environ.get("VAD_FAULTS_LOAD_CAMERAS", "2"))
 SECONDS = float(os.environ.get("VAD_FAULTS_LOAD_S", "45"))
+INFLIGHT_PER_CAMERA = 4  # the camera's default max_inflight_windows: windows on their way before it drops
 LATENCY_BOUND_S = 15.0  # stated: window (3.2 s) + the scorer's queue (2 windows per camera, batched) + slack
 
 
@@ -30,10 +31,13 @@ def check_phase(r: dict, overloaded: bool) -> None:
     assert r["unhealthy_polls"] == 0 and r["actors_changed"] == [], r  # no actor died or restarted
     assert r["rss_growth_mb"] <= r["rss_bound_mb"], r  # memory flat after warm-up
     assert r["latency_max_s"] is not None and r["latency_max_s"] <= LATENCY_BOUND_S, r
-    assert 0 <= r["in_flight_min"] and r["in_flight_max"] <= 4 + 16, r  # camera in-flight limit + one batch
+    assert 0 <= r["in_flight_min"] and r["in_flight_max"] <= INFLIGHT_PER_CAMERA + 16, r  # camera in-flight limit + one batch
     if overloaded:
-        if r["fps_scored_mean"] < 0.9 * FPS:  # fell behind (how far depends on the machine's other load)
-            assert r["windows_dropped"] > 0, r  # the excess is shed by the policy and counted
+        # Falling behind first fills each camera's bounded in-flight allowance (latency grows, bounded above); once
+        # the deficit is more than that can hold, the excess must be shed and counted. How far behind the scorer
+        # falls depends on the machine's other load, so the test asks for drops only past that point.
+        if r["windows_made"] - r["windows_scored"] > r["cameras"] * INFLIGHT_PER_CAMERA:
+            assert r["windows_dropped"] > 0, r
     else:
         assert r["fps_scored_mean"] >= 0.7 * FPS, r  # functional bound on a shared, loaded machine
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 FPS = 5.0
+PENDING_PER_CAMERA = 2  # the scorer's drop-oldest queue per camera (scorer.max_pending_per_camera)
 SIZE, CHANNELS = 256, (96, 128, 256)  # the paper's spatial AE at 256x256: the scorer, not memory, is the bottleneck
 MEMORY_BOUND_FRACTION = 0.10  # stated bound: growth after warm-up <= 10 % + 256 MiB (torch's CPU allocator
 MEMORY_BOUND_MB = 256.0  # keeps buffers per batch shape it has seen, ~200 MB at 256x256; a leak grows without end)
@@ -53,6 +54,8 @@ def observe(get: Callable[[str], object], seconds: float, warmup_s: float = 10.0
     fps = {n: (last["cams"][n]["frames_scored"] - base["cams"][n]["frames_scored"]) / span for n in last["cams"]}
     dropped = sum(c["windows_dropped"] - base["cams"][n]["windows_dropped"] for n, c in last["cams"].items())
     sent = sum(c["frames_decoded"] - base["cams"][n]["frames_decoded"] for n, c in last["cams"].items())
+    made = sum(c["windows_made"] - base["cams"][n]["windows_made"] for n, c in last["cams"].items())
+    scored = sum(c["windows_scored"] - base["cams"][n]["windows_scored"] for n, c in last["cams"].items())
     latencies = [c["latency_s"] for s in later for c in s["cams"].values() if c["latency_s"] is not None]
     changed = sorted(k for k in last["pids"] if first["pids"].get(k) != last["pids"][k])
     # every window a camera made is scored, dropped (counted) or still on its way: none vanish
@@ -65,6 +68,8 @@ def observe(get: Callable[[str], object], seconds: float, warmup_s: float = 10.0
         "fps_target": next(iter(last["cams"].values()))["fps_target"],
         "fps_scored_mean": round(sum(fps.values()) / len(fps), 2),
         "fps_scored_min": round(min(fps.values()), 2),
+        "windows_made": made,
+        "windows_scored": scored,
         "windows_dropped": dropped,
         "frames_decoded": sent,
         "latency_p50_s": round(sorted(latencies)[len(latencies) // 2], 2) if latencies else None,
@@ -90,7 +95,7 @@ def load_app_args(bundle, db, port: int, cameras: list[dict]) -> dict:
     return {
         "cameras": cameras,
         "scorer": {"bundle": str(bundle), "build_demo_bundle": False, "devices": ["cpu"], "max_batch": 1,
-                   "max_wait_ms": 50, "max_pending_per_camera": 2, "torch_threads": 1, "num_cpus": 0.25},
+                   "max_wait_ms": 50, "max_pending_per_camera": PENDING_PER_CAMERA, "torch_threads": 1, "num_cpus": 0.25},
         "camera_num_cpus": 0.05,
         "events": {"path": str(db)},
         "http": {"host": "127.0.0.1", "port": port},
