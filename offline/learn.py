@@ -2,8 +2,10 @@
 
 The camera owner's path from recordings to a model (issue 14): the footage's clips (a folder `vad train --data`
 reads, e.g. `vad record`'s segments) are split by time: the last `eval_fraction` of the clips is kept for the
-evaluation, the rest trains the spatial autoencoder with a named schedule (`vad train --schedule`) and calibrates
-the bundle on each training clip's held-out tail (`vad export`). Clips under `feedback/` (false alarms the service
+evaluation, the rest trains the spatial autoencoder (and, with `temporal`, the flow autoencoder: the motion
+evidence, issue 13's best model at ~35x the scoring cost) with a named schedule (`vad train --schedule`) and
+calibrates the bundle on each training clip's held-out tail (`vad export`, with the schedule's measured scoring
+recipe unless `scoring` says otherwise). Clips under `feedback/` (false alarms the service
 kept as normal footage, streaming/event_clips.py) always train and are never part of the unseen evaluation. The evaluation streams the unseen clips through the
 bundle exactly as a camera would (offline.evaluate.stream_clip) and replays the scores through the alert rules:
 score quantiles and false alerts per hour at the bundle's threshold. With `max_false_alerts_per_hour`, the alert
@@ -32,6 +34,11 @@ REPORT_FILE = "learn.json"
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 CALIBRATION_FRACTION = 0.25  # of each training clip; a threshold for N alerts/hour needs minutes of calibration
 FEEDBACK_DIR = "feedback"  # <data>/feedback/: false alarms an operator labelled, kept as normal footage (always trained)
+# The scoring measured best for the cpu schedule on Ped2's stream protocol (bench/RESULTS.md, issue 13): 16-px
+# block_max for both AEs (73.8 vs 69.7 micro-AUC for the spatial AE alone), and with the flow AE the weights 0.2 / 0.8
+# (92.4; the paper's Ped2 etas give 91.8: the cpu spatial AE mostly dilutes the flow evidence).
+CPU_RECIPE = {"reduction_spatial": "block_max", "reduction_temporal": "block_max", "block": 16}
+CPU_RECIPE_WEIGHTS = (0.2, 0.8, 0.0)
 
 
 class LearnError(ValueError):
@@ -72,6 +79,13 @@ def split_clips(clips: list, eval_fraction: float) -> tuple[list, list]:
     return ordered + feedback, held
 
 
+def recipe_scoring(schedule: str, temporal: bool) -> dict[str, Any]:
+    """The schedule's measured scoring (ScoringSpec fields) for `vad export`; {} keeps the bundle's defaults."""
+    if schedule != "cpu":
+        return {}
+    return {**CPU_RECIPE, **({"weights": CPU_RECIPE_WEIGHTS} if temporal else {})}
+
+
 def estimate_steps(cfg, clips: list) -> int:
     """Optimiser steps the training will take (windows of each clip's trained head, per epoch; max_steps caps)."""
     t = cfg.train
@@ -110,14 +124,17 @@ def learn(
     data: str | Path, out: str | Path, *, schedule: str = "cpu", eval_fraction: float = 0.2,
     max_false_alerts_per_hour: float | None = None, rules: AlertRules = AlertRules(), fps: float | None = None,
     overrides: dict[str, Any] | None = None, scoring: dict[str, Any] | None = None, work_dir: str | Path | None = None,
-    progress: bool = True, on_progress: Callable[[dict[str, Any]], None] | None = None,
+    temporal: bool = False, progress: bool = True, on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> LearnResult:
     """Train, export and evaluate a bundle of the scene in `data`; see the module docstring.
 
     Args:
         schedule: a `vad train --schedule` name; `overrides` (SECTION.KEY -> value) win over it.
         fps: the camera's analysis rate for replaying the calibration footage (None: the footage's own rate).
-        scoring: fields of the bundle's ScoringSpec (hop, reductions, ...), as `vad export --scoring`.
+        scoring: fields of the bundle's ScoringSpec (hop, reductions, ...), as `vad export --scoring`; they win over
+            the schedule's recipe (`recipe_scoring`).
+        temporal: also train the temporal (flow) AE, with the same schedule and its own time budget; the bundle
+            then needs TV-L1 flow per frame pair when it scores (~0.1 s per frame at 128 px on one core).
         work_dir: where the training run goes (default: `out` + ".run"); kept, so a stopped learn can be inspected.
         on_progress: called with {"stage", "fraction", "step"} as the work moves on (a job's progress).
     """
@@ -147,29 +164,38 @@ def learn(
     if not clips:
         raise LearnError(f"{data}: no normal (training) clips found ({dataset.layout} layout)")
     train_clips, eval_clips = split_clips(clips, eval_fraction)
+    targets = ("spatial", "temporal") if temporal else ("spatial",)
     try:
-        cfg = load_config(None, {
+        cfgs = [load_config(None, {
             **SCHEDULES[schedule], "data.root": str(data), "data.clips": [c.id for c in train_clips],
-            "train.target": "spatial", "train.out_dir": str(work / "spatial"),
+            "train.target": target, "train.out_dir": str(work / target),
             "train.holdout_fraction": CALIBRATION_FRACTION, **(overrides or {}),
-        })
+        }) for target in targets]
     except ConfigError as exc:
         raise LearnError(str(exc)) from exc
-    stage("training", 0.05, 0)
-    total, started = estimate_steps(cfg, train_clips), time.monotonic()
-    budget_s = cfg.train.max_minutes * 60.0 if cfg.train.max_minutes else math.inf
+    results = {}
+    share = 0.75 / len(cfgs)  # of the progress bar, per autoencoder (training spans 0.05 .. 0.8)
+    for k, cfg in enumerate(cfgs):
+        target, base = cfg.train.target, 0.05 + k * share
+        label = "training" if target == "spatial" else f"training {target}"
+        stage(label, base, 0)
+        total, started = estimate_steps(cfg, train_clips), time.monotonic()
+        budget_s = cfg.train.max_minutes * 60.0 if cfg.train.max_minutes else math.inf
 
-    def trained(step: int) -> None:  # the larger of steps done and time budget used
-        if step % 10 == 0:
-            done = max(step / total, (time.monotonic() - started) / budget_s)
-            stage("training", 0.05 + 0.75 * min(1.0, done), step)
+        def trained(step: int, total=total, started=started, budget_s=budget_s, base=base, label=label) -> None:
+            if step % 10 == 0:  # the larger of steps done and time budget used
+                done = max(step / total, (time.monotonic() - started) / budget_s)
+                stage(label, base + share * min(1.0, done), step)
 
-    result = train_autoencoder(cfg, progress=progress, after_step=trained)
-    if result.stopped:
-        raise LearnError(f"training stopped at step {result.step} (resumable in {work / 'spatial'})")
+        result = train_autoencoder(cfg, progress=progress, after_step=trained)
+        if result.stopped:
+            raise LearnError(f"{target} training stopped at step {result.step} (resumable in {work / target})")
+        results[target] = result
+    result = results["spatial"]
     train_s = time.monotonic() - t0
     stage("calibrating", 0.8)
-    export(work / "spatial", out, scoring=scoring)
+    export(work / "spatial", out, temporal_run=work / "temporal" if temporal else None,
+           scoring={**recipe_scoring(schedule, temporal), **(scoring or {})})
     detector = Detector.load(out, "cpu")
     calibration = detector.config.calibration
     if calibration is None or not calibration.score_trace:
@@ -179,6 +205,8 @@ def learn(
         "data": str(data), "schedule": schedule, "train_clips": [c.id for c in train_clips],
         "feedback_clips": [c.id for c in train_clips if is_feedback(c)],
         "train_minutes": round(train_s / 60.0, 2), "steps": result.step, "epochs": result.epoch,
+        "temporal": {"steps": results["temporal"].step, "epochs": results["temporal"].epoch} if temporal else None,
+        "scoring": detector.config.scoring.model_dump(include={"weights", "reduction_spatial", "reduction_temporal", "block", "hop"}),
         "calibration": {"frames": calibration.frames, "score_quantiles": calibration.score_quantiles},
         "rules": rules.__dict__, "replay_fps": replay_fps,
     }
@@ -206,6 +234,8 @@ def add_arguments(parser: argparse.ArgumentParser, paths_required: bool = True) 
     parser.add_argument("--data", type=Path, required=paths_required, help="the scene's normal footage (a folder `vad train --data` reads)")
     parser.add_argument("--out", type=Path, required=paths_required, help="bundle directory to write")
     parser.add_argument("--schedule", default="cpu", help="training schedule: cpu (default), tiny, paper (GPU)")
+    parser.add_argument("--temporal", action="store_true", default=None,
+                        help="also train the flow autoencoder (motion evidence; TV-L1 flow per frame when scoring)")
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="last part of the footage kept unseen, for the evaluation")
     parser.add_argument("--max-false-alerts-per-hour", type=float, help="choose the alert threshold for this rate on the calibration footage")
     parser.add_argument("--fps", type=float, help="the camera's analysis rate (default: the footage's)")
@@ -228,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
             max_false_alerts_per_hour=args.max_false_alerts_per_hour, fps=args.fps,
             rules=AlertRules(**{k: v for k, v in (("min_duration_s", args.min_duration_s), ("hysteresis", args.hysteresis))
                                 if v is not None}),
-            overrides=parse_overrides(args.overrides), scoring=parse_scoring(args.scoring), progress=not args.no_progress,
+            overrides=parse_overrides(args.overrides), scoring=parse_scoring(args.scoring), temporal=bool(args.temporal),
+            progress=not args.no_progress,
         )
     except (LearnError, FileNotFoundError, ValueError) as exc:  # ConfigError and DataError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
@@ -240,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
 def summary(result: LearnResult) -> str:
     """A few lines a person reads after `vad learn`."""
     r = result.report
-    lines = [f"bundle {result.bundle} ({r['schedule']} schedule, {r['train_minutes']} min training)"]
+    models = "spatial + temporal AEs" if r.get("temporal") else "spatial AE"
+    lines = [f"bundle {result.bundle} ({models}, {r['schedule']} schedule, {r['train_minutes']} min training)"]
     if "threshold_choice" in r:
         c = r["threshold_choice"]
         rate = f"{c['expected_per_hour']}/h" if c["resolved"] else f"< {c['bound_per_hour']}/h (footage too short to resolve the target)"

@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def camera_arguments(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill --data, --out, --fps, the alert rules and the false-alert target from the camera's config entry (what
-    the command line gives wins); ConfigError naming the camera or the config file."""
+    """Fill --data, --out, --fps, the alert rules, the false-alert target and learn.temporal from the camera's
+    config entry and the service's learn section (what the command line gives wins); ConfigError naming the camera or the config file."""
     from streaming.config import load_service_config, resolve_paths
 
     cfg = resolve_paths(load_service_config(args.config), Path(os.environ.get("VAD_HOME", os.getcwd())))
@@ -35,7 +35,7 @@ def camera_arguments(args: argparse.Namespace) -> argparse.Namespace:
     filled = {
         "data": cfg.recordings.root / cam.name, "out": cfg.learn.bundles_root / cam.name / f"{cam.name}-{stamp}",
         "fps": cam.fps, "min_duration_s": alerts.min_duration_s, "hysteresis": alerts.hysteresis,
-        "max_false_alerts_per_hour": alerts.max_false_alerts_per_hour,
+        "max_false_alerts_per_hour": alerts.max_false_alerts_per_hour, "temporal": cfg.learn.temporal or None,
     }
     return argparse.Namespace(**{**vars(args), **{k: v for k, v in filled.items() if getattr(args, k) is None}})
 

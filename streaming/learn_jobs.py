@@ -45,6 +45,7 @@ class LearnRequest(Strict):
     max_false_alerts_per_hour: float | None = Field(
         None, ge=0, le=3600, description="choose the alert threshold for this rate (default: the camera's, else alerts')")
     swap: bool = Field(False, description="put the new bundle in for this camera when the job succeeds")
+    temporal: bool | None = Field(None, description="also train the flow autoencoder (default: learn.temporal)")
     overrides: dict[str, Any] = Field(
         default_factory=dict, description=f"training fields (SECTION.KEY: value), only {sorted(REQUEST_OVERRIDES)}")
 
@@ -67,6 +68,7 @@ class Job:
     bundle: str
     schedule: str
     swap: bool
+    temporal: bool = False
     state: JobState = "queued"
     progress: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
@@ -129,6 +131,10 @@ class LearnJobs:
             return "paper" if self.cfg.num_gpus > 0 else "cpu"
         return schedule
 
+    def temporal(self, request: LearnRequest) -> bool:
+        """Whether the job also trains the flow AE: the request's choice, else learn.temporal."""
+        return self.cfg.temporal if request.temporal is None else request.temporal
+
     def start(
         self, camera: str, data: str | Path, request: LearnRequest, *, fps: float, rules: dict[str, float],
         max_false_alerts_per_hour: float | None = None,
@@ -149,7 +155,7 @@ class LearnJobs:
             if self.cfg.bundles_root is None:
                 raise ValueError("learn.bundles_root is not set (streaming.config.resolve_paths gives it its default)")
             out = self.cfg.bundles_root / camera / job_id
-            job = Job(job_id, camera, str(data), str(out), self.schedule(request), request.swap)
+            job = Job(job_id, camera, str(data), str(out), self.schedule(request), request.swap, self.temporal(request))
             self._jobs[job_id] = job
         out.parent.mkdir(parents=True, exist_ok=True)
         rate = request.max_false_alerts_per_hour if request.max_false_alerts_per_hour is not None else max_false_alerts_per_hour
@@ -157,12 +163,14 @@ class LearnJobs:
             "schedule": job.schedule, "eval_fraction": self.cfg.eval_fraction, "max_false_alerts_per_hour": rate,
             "fps": fps, "rules": rules, "overrides": dict(request.overrides), "work_dir": str(out) + ".run",
             "threads": max(1, int(self.cfg.num_cpus)),
+            "temporal": job.temporal,
         }
         progress = out.parent / f"{job_id}.{PROGRESS_FILE}"
         task = ray.remote(_learn_task).options(num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_retries=0)
         ref = task.remote(str(data), str(out), kwargs, str(progress))
         threading.Thread(target=self._watch, args=(job, ref, progress), name=f"learn-{job_id}", daemon=True).start()
-        logger.info("learn job %s: camera %s on %s (%s schedule)", job_id, camera, data, job.schedule)
+        logger.info("learn job %s: camera %s on %s (%s schedule%s)", job_id, camera, data, job.schedule,
+                    ", spatial + temporal AEs" if job.temporal else "")
         return job.public()
 
     def _read_progress(self, job: Job, path: Path) -> None:

@@ -133,9 +133,10 @@ def job_item(base: str, job: dict[str, Any]) -> str:
     step = f", step {int(prog['step'])}" if prog.get("step") is not None else ""
     stage = "" if state == "done" else f'<p class=stage>{e(prog.get("stage") or state)}{step}</p>'
     swapped = " &middot; swapped in when done" if job.get("swapped") else ""
+    flow = " + flow AE" if job.get("temporal") else ""
     parts = [
         f'<li class="item job{active}" data-job="{e(job.get("id"))}" data-state="{e(state)}">'
-        f'<p>{state_badge(state)} <code>{e(job.get("id"))}</code> &middot; {e(job.get("schedule"))} schedule '
+        f'<p>{state_badge(state)} <code>{e(job.get("id"))}</code> &middot; {e(job.get("schedule"))} schedule{flow} '
         f'&middot; {utc(job.get("created"))}{swapped}</p>{stage}',
         progress_bar(1.0 if state == "done" else prog.get("fraction"), f"learn job {job.get('id')}"),
     ]
@@ -163,7 +164,7 @@ def work_part(base: str, recordings: list[dict[str, Any]], jobs: list[dict[str, 
             f'<h3>Learn jobs</h3><ul class="items jobs">{job_html}</ul>{more(len(js), "jobs")}')
 
 
-def forms(base: str, name: str, schedule: str, rate: float | None) -> str:
+def forms(base: str, name: str, schedule: str, rate: float | None, temporal: bool = False) -> str:
     """The record and learn forms of a camera (page.js posts them as JSON; they stay outside the live regions, so
     a refresh never wipes what is being typed)."""
     q = quote(name, safe="")
@@ -177,13 +178,15 @@ def forms(base: str, name: str, schedule: str, rate: float | None) -> str:
         f"<label>Schedule <select name=schedule>{opts}</select></label>"
         "<label>Max false alerts / h <input type=number name=max_false_alerts_per_hour data-type=number step=any "
         f'min=0 placeholder="{e(hint)}"></label>'
+        f"<label class=check><input type=checkbox name=temporal{' checked' if temporal else ''}> motion (flow AE: "
+        "better detection, ~35x the scoring cost)</label>"
         "<label class=check><input type=checkbox name=swap> swap in when done</label>"
         "<button>Learn</button></form>"
     )
 
 
 def learning_page(base: str, rows: list[dict[str, Any]], recordings: list[dict[str, Any]],
-                  jobs: list[dict[str, Any]], schedule: str, rates: dict[str, float | None]) -> str:
+                  jobs: list[dict[str, Any]], schedule: str, rates: dict[str, float | None], temporal: bool = False) -> str:
     """One card per camera: its model now, the forms, its recordings and learn jobs (live regions page.js
     refreshes while something runs). `jobs` carry "in_use": the camera scores with that job's bundle now."""
     cards = []
@@ -195,7 +198,7 @@ def learning_page(base: str, rows: list[dict[str, Any]], recordings: list[dict[s
             f'<section class="card learning" data-camera="{e(name)}">'
             f"<h2>{e(name)}</h2>"
             f'<div data-live="model-{e(name)}">{model_part(row)}</div>'
-            f"{forms(base, name, schedule, rates.get(name))}"
+            f"{forms(base, name, schedule, rates.get(name), temporal)}"
             '<p class="state error api-error" role=alert hidden></p>'
             f'<div data-live="work-{e(name)}">{work_part(base, recs, js)}</div>'
             "</section>"

@@ -183,7 +183,7 @@ class PageRoutes:
         defaults = self.fleet.cfg.alerts
         rates = {n: c.alert_settings(defaults).max_false_alerts_per_hour for n, c in self.fleet.cameras.items()}
         return html(learning_html.learning_page(base_path(request), rows, self.recordings.list(), jobs,
-                                                self.learn_jobs.cfg.schedule, rates))
+                                                self.learn_jobs.cfg.schedule, rates, self.learn_jobs.cfg.temporal))
 
     @router.post("/ui/login", response_class=HTMLResponse, include_in_schema=False)
     async def page_login(self, request: Request) -> Response:

@@ -29,7 +29,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 WEIGHTS_FILE = "weights.safetensors"
 HOLDOUT_FILE = "holdout.json"
 # fields that may change between a run and its resume
-RESUMABLE = {("train", "epochs"), ("train", "max_steps"), ("train", "num_workers"), ("train", "log_every")}
+# (a time budget counts from the start of each invocation, so a resume may be given a new one)
+RESUMABLE = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"), ("train", "num_workers"),
+             ("train", "log_every")}
 
 
 class StopRequest:

@@ -129,3 +129,47 @@ def test_vad_learn_cli_on_one_clip_says_why_there_is_no_evaluation(footage, tmp_
     out = capsys.readouterr().out
     assert "one clip only" in out and str(tmp_path / "b") in out
     assert json.loads((tmp_path / "b" / REPORT_FILE).read_text())["unseen"] is None
+
+
+@pytest.fixture(scope="module")
+def learned_with_motion(footage, tmp_path_factory):
+    """The cpu schedule shrunk to seconds (32 px, narrow, one epoch) with the flow AE: its recipe must still apply."""
+    out = tmp_path_factory.mktemp("learned-motion") / "bundle"
+    seen = []
+    small = {**FAST, "data.size": 32, "data.train_stride": 8, "model.channels": [8, 16, 32], "flow.clip": 2.5}
+    result = learn(footage, out, schedule="cpu", eval_fraction=0.25, temporal=True, overrides=small, progress=False,
+                   on_progress=seen.append)
+    result.progress = seen
+    return result
+
+
+def test_learn_with_motion_trains_both_autoencoders_and_scores_with_the_cpu_recipe(learned_with_motion):
+    from offline.learn import CPU_RECIPE, CPU_RECIPE_WEIGHTS
+    from offline.scoring.detector import Detector
+
+    report = learned_with_motion.report
+    assert report["temporal"]["steps"] > 0 and report["steps"] > 0
+    stages = [p["stage"] for p in learned_with_motion.progress]
+    first = {s: stages.index(s) for s in ("training", "training temporal", "calibrating", "evaluating")}
+    assert first["training"] < first["training temporal"] < first["calibrating"] < first["evaluating"]
+    fractions = [p["fraction"] for p in learned_with_motion.progress]
+    assert fractions == sorted(fractions)
+    detector = Detector.load(learned_with_motion.bundle, "cpu")
+    assert detector.temporal is not None  # the bundle computes flow and scores it
+    spec = detector.config.scoring
+    assert {k: getattr(spec, k) for k in CPU_RECIPE} == CPU_RECIPE
+    assert tuple(spec.weights) == pytest.approx(CPU_RECIPE_WEIGHTS)
+    assert report["scoring"]["weights"] == pytest.approx(list(CPU_RECIPE_WEIGHTS))
+    assert set(detector.config.calibration.components) >= {"w1", "w2"}  # both evidences calibrated
+    assert report["unseen"]["frames_scored"] > 0  # the unseen clip was streamed through flow and both AEs
+
+
+def test_vad_learn_cli_scoring_wins_over_the_recipe(footage, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    code = vad(["learn", "--data", str(footage), "--out", str(out), "--schedule", "cpu", "--no-progress",
+                "--set", "train.epochs=1", "--set", "pa.spatial=none", "--set", "data.size=32",
+                "--set", "data.train_stride=8", "--set", "model.channels=[8,16,32]", "--scoring", "reduction_spatial=frame"])
+    assert code == 0, capsys.readouterr().err
+    spec = load_bundle(out).config.scoring
+    assert (spec.reduction_spatial, spec.block) == ("frame", 16)  # the flag won, the rest of the recipe stayed
+    assert "spatial AE, cpu schedule" in capsys.readouterr().out

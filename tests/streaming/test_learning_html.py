@@ -47,6 +47,14 @@ def test_the_page_is_in_the_navigation_and_shows_the_model_and_the_forms():
     assert not re.search(r"https?://", out) and "<script>" not in out and "style=" not in out  # the page's CSP
 
 
+def test_the_learn_form_offers_the_flow_ae_ticked_as_the_service_is_configured():
+    box = r"<input type=checkbox name=temporal( checked)?>"
+    assert re.search(box, page()).group(1) is None
+    on = learning_html.learning_page("/p", [ROW], [], [{**JOB, "temporal": True}], "cpu", {}, temporal=True)
+    assert re.search(box, on).group(1) == " checked"
+    assert "tiny schedule + flow AE" in on and "+ flow AE" not in page(jobs=[JOB])
+
+
 def test_a_recording_shows_its_progress_and_seconds():
     out = page([REC])
     assert 'data-state="recording"' in out and 'class="item recording active"' in out
