@@ -14,7 +14,7 @@ import torch
 
 from offline.data.pixels import model_to_gray255
 from offline.scoring.bundle import Calibration, ScoringSpec
-from offline.scoring.evidence import reduce_error
+from offline.scoring.evidence import pool_frames, reduce_error
 from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
 
 BASELINES = ("frame-difference", "flow-magnitude")
@@ -114,5 +114,5 @@ class ClassicalDetector:
 
                 flow = window_flow(frames.to(self.device), self.flow_estimator)
             maps = magnitude_maps(flow, self.flow_estimator.clip)
-        evidence = reduce_error(maps, s.reduction_spatial, s.block)
+        evidence = pool_frames(reduce_error(maps, s.reduction_spatial, s.block), s.pool)
         return ClassicalScores(evidence.cpu().numpy().astype(np.float64), maps.cpu().numpy() if return_maps else None)

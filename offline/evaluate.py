@@ -172,7 +172,7 @@ def evaluate(clips, detector, name: str, protocols=PROTOCOLS, paper_weights=None
         "anomalous_frames": int(sum(v.sum() for v in labels.values())),
         "components_available": dict(zip(COMPONENTS, detector.available)),
         "scoring": {"hop": s.hop, "window": detector.window, "size": detector.size, "reduction_spatial": s.reduction_spatial,
-                    "reduction_temporal": s.reduction_temporal, "block": s.block, "normaliser": s.normaliser,
+                    "reduction_temporal": s.reduction_temporal, "block": s.block, "pool": s.pool, "normaliser": s.normaliser,
                     "weights": list(s.weights), "paper_weights": list(weights)},
         "scoring_seconds": round(time.perf_counter() - t0, 2),
         "results": {p: {**_summary(series[p], comps[p], labels), "ms_per_frame": round(1000 * seconds[p] / max(n_frames, 1), 2),
@@ -243,6 +243,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduction", choices=["frame", "block_max"], default="block_max", help="baseline: per-frame reduction")
     parser.add_argument("--block", type=int, default=16, help="baseline: block side in pixels (block_max)")
     parser.add_argument("--hop", type=int, default=16, help="baseline: a window every HOP frames (a bundle uses its own)")
+    parser.add_argument("--pool", choices=["frame", "window"], default="frame",
+                        help="baseline: window = each frame takes its window's mean evidence (a bundle uses its own)")
     parser.add_argument("--flow-backend", choices=["auto", "torch", "opencv"], default="auto", help="flow-magnitude: TV-L1 backend")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=4, help="windows per forward pass")
@@ -263,11 +265,12 @@ def _build(args, cfg, dataset):
         from offline.config import FlowConfig
 
         scoring = ScoringSpec(weights=(1.0, 0.0, 0.0), normaliser="calibrated", hop=args.hop,
-                              reduction_spatial=args.reduction, block=args.block)
+                              reduction_spatial=args.reduction, block=args.block, pool=args.pool)
         flow = FlowConfig(clip=20.0, backend=args.flow_backend)
         det = ClassicalDetector(baseline, size, cfg.data.window, scoring, flow=flow, device=args.device)
         calibrate_classical(det, dataset.train, cfg.train.holdout_fraction)
-        return det, f"{baseline} ({args.reduction}{'' if args.reduction == 'frame' else f' {args.block}px'}, {size}px)"
+        pooled = ", window mean" if args.pool == "window" else ""
+        return det, f"{baseline} ({args.reduction}{'' if args.reduction == 'frame' else f' {args.block}px'}{pooled}, {size}px)"
     if args.random_bundle:
         path = random_bundle(Path(tempfile.mkdtemp(prefix="vad-random-bundle-")), size=args.size or 32, seed=cfg.train.seed)
         return Detector.load(path, args.device), "random-init AEs"

@@ -63,7 +63,7 @@ class ScoringSpec(_Strict):
     Everything that shapes a score lives here, so `vad eval --protocol stream` and the service compute the same
     numbers: windows start every `hop` frames and each frame is scored once, by the first window that holds it;
     each autoencoder's error map is reduced to one value per frame (`frame` mean, or `block_max`: the worst
-    `block`-pixel square); the `calibrated` normaliser maps the calibration footage's median to 0.5 and its
+    `block`-pixel square), then optionally `pool`ed over its window; the `calibrated` normaliser maps the calibration footage's median to 0.5 and its
     `calibration_quantile` to `threshold`, and adapts slowly (`adapt_halflife` frames) on frames scored below
     `adapt_gate` only.
     """
@@ -77,6 +77,9 @@ class ScoringSpec(_Strict):
     reduction_spatial: Literal["frame", "block_max"] = "frame"
     reduction_temporal: Literal["frame", "block_max"] = "frame"
     block: int = Field(16, ge=1, description="block side in pixels at the model's input size (block_max)")
+    pool: Literal["frame", "window"] = Field(
+        "frame", description="window: each frame's reduced evidence is its window's mean (a smoothing over the window "
+        "at no extra latency); frame: each frame its own")
     threshold: float = Field(0.9, gt=0.5, lt=1, description="the score the calibration quantile maps to: the default alert threshold")
     alert_threshold: float | None = Field(
         None, ge=0.5, lt=1,

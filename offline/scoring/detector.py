@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from offline.scoring.bundle import Bundle, load_bundle
-from offline.scoring.evidence import error_map, mse_to_psnr, reduce_error
+from offline.scoring.evidence import error_map, mse_to_psnr, pool_frames, reduce_error
 from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ class Detector:
         with autocast:
             recon = self.spatial(x).float()
         emap = error_map(recon, x)
-        result = WindowScores(psnr=mse_to_psnr(reduce_error(emap, spec.reduction_spatial, spec.block)).cpu().numpy())
+        reduced = pool_frames(reduce_error(emap, spec.reduction_spatial, spec.block), spec.pool)
+        result = WindowScores(psnr=mse_to_psnr(reduced).cpu().numpy())
         if return_maps:
             result.error_map = emap.cpu().numpy()
         if self.temporal is not None:
@@ -175,10 +176,11 @@ class Detector:
             f = flow.to(self.device, torch.float32)
             with autocast:
                 frecon = self.temporal(f).float()
-            result.flow_error = reduce_error(error_map(frecon, f), spec.reduction_temporal, spec.block).cpu().numpy()
+            ferr = reduce_error(error_map(frecon, f), spec.reduction_temporal, spec.block)
+            result.flow_error = pool_frames(ferr, spec.pool).cpu().numpy()
         if self.discriminator is not None:
             b, _, t = x.shape[:3]
             per_frame = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, *x.shape[3:])
             logits = self.discriminator(self.features(per_frame))
-            result.disc_prob = torch.sigmoid(logits.float()).view(b, t).cpu().numpy()
+            result.disc_prob = pool_frames(torch.sigmoid(logits.float()).view(b, t), spec.pool).cpu().numpy()
         return result

@@ -59,6 +59,19 @@ def reduce_error(maps: torch.Tensor, reduction: str, block: int = 16) -> torch.T
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+POOLS = ("frame", "window")
+
+
+def pool_frames(values: torch.Tensor, pool: str) -> torch.Tensor:
+    """(B, T) per-frame evidence of B windows -> (B, T). "frame": as is. "window": every frame takes its window's
+    mean, a T-frame smoothing that costs no latency (a frame's score is only known when its window completes)."""
+    if pool == "frame":
+        return values
+    if pool == "window":
+        return values.float().mean(dim=1, keepdim=True).expand_as(values)
+    raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+
+
 def mse_to_psnr(mse: torch.Tensor, max_val: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
     """PSNR in dB of a mean squared error; max_val 2 is the width of the [-1, 1] model range."""
     return 10.0 * torch.log10(max_val**2 / (mse + eps))

@@ -32,6 +32,20 @@ def test_eval_frame_difference_on_real_clips(ped2, tmp_path):
         assert data[:8] == PNG_MAGIC and len(data) > 5000
 
 
+def test_eval_baseline_pooled_over_its_windows(ped2, tmp_path):
+    """--pool window: every stream frame of a window gets one score (its window's mean evidence), named in the report."""
+    out = tmp_path / "eval"
+    rc = main(["eval", "--baseline", "frame-difference", "--pool", "window", "--protocol", "stream", "--data", str(ped2),
+               "--clips", "01", "--size", "64", "--block", "8", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["scoring"]["pool"] == "window" and "window mean" in report["scorer"]
+    s = np.array([np.nan if v is None else v for v in report["series"]["stream"]["01"]])
+    windows = s[: len(s) // 16 * 16].reshape(-1, 16)
+    ok = np.isfinite(windows).all(1)
+    assert ok.sum() >= 10 and (np.ptp(windows[ok], axis=1) < 1e-4).all()  # one value per window
+
+
 def test_eval_unknown_clip_is_a_clear_error(ped2, tmp_path, capsys):
     rc = main(["eval", "--frame-difference", "--data", str(ped2), "--clips", "99", "--out", str(tmp_path)])
     assert rc == 2

@@ -176,3 +176,31 @@ def test_mse_to_psnr_of_the_frame_mean_equals_frame_psnr():
     old = frame_psnr(recon, target)
     assert new.shape == old.shape == (2, 16)
     torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-4)
+
+
+def test_pool_frames_window_gives_every_frame_its_windows_mean():
+    from offline.scoring.evidence import pool_frames
+
+    v = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 0.0, 4.0]])
+    assert pool_frames(v, "frame") is v
+    assert pool_frames(v, "window").tolist() == [[3.0] * 4, [1.0] * 4]
+    with pytest.raises(ValueError, match="'median'"):
+        pool_frames(v, "median")
+
+
+def test_a_bundle_pooled_over_its_window_scores_each_window_with_the_mean_of_its_frames_evidence(tmp_path):
+    """The pooling lives in Detector.score, so eval, calibration and the service all get it from the bundle."""
+    from offline.scoring.bundle import random_bundle, update_scoring
+    from offline.scoring.detector import Detector
+
+    path = random_bundle(tmp_path / "b", size=32, temporal=True, channels=(4, 8, 8), seed=1)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(2, 3, 16, 32, 32, generator=g) * 2 - 1
+    own = Detector.load(path).score(frames)
+    update_scoring(path, pool="window")
+    pooled = Detector.load(path).score(frames)
+    for b in range(2):
+        mse = 4.0 / 10 ** (own.psnr[b] / 10)  # back from PSNR (max_val 2) to each frame's error
+        np.testing.assert_allclose(pooled.psnr[b], mse_to_psnr(torch.tensor(mse.mean())).item(), rtol=1e-4)
+        np.testing.assert_allclose(pooled.flow_error[b], own.flow_error[b].mean(), rtol=1e-5)
+    assert pooled.psnr.shape == own.psnr.shape == (2, 16)
