@@ -4,8 +4,9 @@
 
 RUN_DIR is a `vad train --target temporal` run (its config.yaml gives size, widths and flow.clip). Test flow is
 OpenCV TV-L1 on the clips at the run's size (cached as .npy in --cache). Windows of 16 frames at hop 16, no
-normaliser: the micro-AUC equals the stream protocol's up to the calibrated mapping's slow adaptation. It asks
-one question: does the AE's error carry more than its input's motion magnitude?
+normaliser: the micro-AUC equals the stream protocol's up to the calibrated mapping's slow adaptation; each
+reduction also pooled over its window (`ScoringSpec.pool: window`). It asks one question: does the AE's error
+carry more than its input's motion magnitude?
 """
 from __future__ import annotations
 
@@ -61,11 +62,13 @@ def main(argv=None) -> int:
         labels[c.id] = np.asarray(c.labels[:n])
     reductions = {"frame": lambda v: v.mean((1, 2)),
                   f"block_max {args.block}": lambda v: F.avg_pool2d(v[:, None], args.block, args.block).flatten(1).amax(1)}
+    pools = {"": lambda s: s, ", window mean": lambda s: np.repeat(s.reshape(-1, 16).mean(1), 16)}  # ScoringSpec.pool
     out = {}
     for name, src in (("temporal AE error", errors), ("flow magnitude", mags)):
         for red, f in reductions.items():
-            s = {k: f(v).numpy() for k, v in src.items()}
-            out[f"{name}, {red}"] = (round(100 * micro_auc(s, labels), 2), round(100 * macro_auc(s, labels), 2))
+            for pool, p in pools.items():
+                s = {k: p(f(v).numpy()) for k, v in src.items()}
+                out[f"{name}, {red}{pool}"] = (round(100 * micro_auc(s, labels), 2), round(100 * macro_auc(s, labels), 2))
     print(json.dumps(out, indent=1))
     return 0
 

@@ -143,7 +143,7 @@ def learn(
     from offline.scoring.bundle import update_scoring
     from offline.scoring.detector import Detector
     from offline.training.ae_loop import train_autoencoder
-    from offline.training.cli import SCHEDULES
+    from offline.training.cli import SCHEDULES, schedule_overrides
     from offline.training.export import export
 
     def stage(name: str, fraction: float, step: int | None = None) -> None:
@@ -167,7 +167,7 @@ def learn(
     targets = ("spatial", "temporal") if temporal else ("spatial",)
     try:
         cfgs = [load_config(None, {
-            **SCHEDULES[schedule], "data.root": str(data), "data.clips": [c.id for c in train_clips],
+            **schedule_overrides(schedule, target, overrides), "data.root": str(data), "data.clips": [c.id for c in train_clips],
             "train.target": target, "train.out_dir": str(work / target),
             "train.holdout_fraction": CALIBRATION_FRACTION, **(overrides or {}),
         }) for target in targets]

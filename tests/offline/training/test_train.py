@@ -217,3 +217,25 @@ def test_time_budget_ends_training_with_usable_weights(tmp_path):
     end = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[-1])
     assert end["event"] == "end" and end["reason"].startswith("time budget reached (train.max_minutes=")
     assert (tmp_path / "weights.safetensors").is_file()
+
+
+def test_the_cpu_schedules_temporal_ae_stops_at_its_measured_epochs_unless_told_otherwise(ped2, tmp_path):
+    from offline.training.cli import SCHEDULES, schedule_overrides
+
+    assert schedule_overrides("cpu", "spatial")["train.epochs"] == SCHEDULES["cpu"]["train.epochs"] == 12
+    assert schedule_overrides("cpu", "temporal")["train.epochs"] == 9
+    assert "train.epochs" not in schedule_overrides("cpu", "temporal", {"train.epochs": 3})  # what a person sets wins
+    assert schedule_overrides("tiny", "temporal") == SCHEDULES["tiny"] and schedule_overrides(None, "spatial") == {}
+    # `vad train` applies it whether the target comes from --target or from the --config file
+    import argparse
+
+    from offline.training.cli import add_arguments, train_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (tmp_path / "c.yaml").write_text("train:\n  target: temporal\n")
+    for args in (["--target", "temporal"], ["--config", str(tmp_path / "c.yaml")], ["--target", "spatial"]):
+        cfg = train_config(parser.parse_args(["--schedule", "cpu", "--data", str(ped2), *args]))
+        assert (cfg.train.epochs, cfg.data.size) == ((12 if "spatial" in args else 9), 128), args
+    cfg = train_config(parser.parse_args(["--schedule", "cpu", "--target", "temporal", "--set", "train.epochs=4"]))
+    assert cfg.train.epochs == 4
