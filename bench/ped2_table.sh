@@ -3,7 +3,8 @@
 # Usage: bench/ped2_table.sh ROW [ROW ...]   rows: ae spatial-pa patch skip-frame gaussian learned-noise
 #                                                  temporal temporal-nopa full, or eval-BUNDLE (evaluation only)
 # SCHEDULE=cpu (default): `vad train --schedule cpu` (128x128, widths 48/64/128, 12 epochs in a 50-minute budget),
-#   exported with 16-px block_max for both AEs, `vad eval --protocol both` (stream + paper; report.json per row).
+#   exported with offline.learn's CPU_RECIPE scoring (spatial 16-px block_max, flow frame mean, both pooled over the
+#   window), `vad eval --protocol both` (stream + paper; report.json per row).
 # SCHEDULE=reduced (CPU, session 2): 64x64, window 16, train stride 8, 3 epochs, batch 8, lr 1e-3, widths (48,64,128).
 # SCHEDULE=reduced-long (CPU): the same with train stride 2 and 10 epochs.
 # SCHEDULE=paper (GPU): 256x256, stride 1, 25 epochs, batch 24.
@@ -17,7 +18,7 @@ EVAL=(--config bench/ped2_eval.yaml --batch 16)
 if [[ "${SCHEDULE:-cpu}" == cpu ]]; then
   SCHED=(--schedule cpu)
   FLOWCLIP=5.0
-  EXPORT=(--scoring reduction_spatial=block_max --scoring reduction_temporal=block_max --scoring block=16)
+  EXPORT=(--scoring reduction_spatial=block_max --scoring reduction_temporal=frame --scoring block=16 --scoring pool=window)
   EVAL=(--protocol both)
 elif [[ "${SCHEDULE:-cpu}" == paper ]]; then
   SCHED=(--set data.size=256 --set data.train_stride=1 --set train.epochs=25 --set train.batch_size=24)

@@ -119,7 +119,7 @@ def build_demo_bundle(
             "train.seed": seed, "pa.spatial": "none",
         }
         result = learn(work / "footage", path, schedule="tiny", eval_fraction=0.0, fps=fps, overrides=overrides,
-                       scoring={"normaliser": "calibrated"}, work_dir=work / "run", progress=False)
+                       scoring={"normaliser": "calibrated"}, work_dir=work / "run", temporal=False, progress=False)
         # A later stretch with three vehicle crossings measures the bundle as the service scores it.
         test, test_labels = demo_frames(60.0, fps, size, seed=0, start_s=train_seconds)
         scores = stream_clip(Detector.load(path, "cpu"), test)["score"]

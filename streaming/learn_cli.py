@@ -35,7 +35,7 @@ def camera_arguments(args: argparse.Namespace) -> argparse.Namespace:
     filled = {
         "data": cfg.recordings.root / cam.name, "out": cfg.learn.bundles_root / cam.name / f"{cam.name}-{stamp}",
         "fps": cam.fps, "min_duration_s": alerts.min_duration_s, "hysteresis": alerts.hysteresis,
-        "max_false_alerts_per_hour": alerts.max_false_alerts_per_hour, "temporal": cfg.learn.temporal or None,
+        "max_false_alerts_per_hour": alerts.max_false_alerts_per_hour, "temporal": cfg.learn.temporal,
     }
     return argparse.Namespace(**{**vars(args), **{k: v for k, v in filled.items() if getattr(args, k) is None}})
 

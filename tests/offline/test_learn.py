@@ -164,12 +164,14 @@ def test_learn_with_motion_trains_both_autoencoders_and_scores_with_the_cpu_reci
     assert report["unseen"]["frames_scored"] > 0  # the unseen clip was streamed through flow and both AEs
 
 
-def test_vad_learn_cli_scoring_wins_over_the_recipe(footage, tmp_path, capsys):
+def test_vad_learn_cli_scoring_wins_over_the_recipe_and_no_temporal_learns_the_spatial_ae_alone(footage, tmp_path, capsys):
     out = tmp_path / "bundle"
-    code = vad(["learn", "--data", str(footage), "--out", str(out), "--schedule", "cpu", "--no-progress",
+    code = vad(["learn", "--data", str(footage), "--out", str(out), "--schedule", "cpu", "--no-progress", "--no-temporal",
                 "--set", "train.epochs=1", "--set", "pa.spatial=none", "--set", "data.size=32",
                 "--set", "data.train_stride=8", "--set", "model.channels=[8,16,32]", "--scoring", "reduction_spatial=frame"])
     assert code == 0, capsys.readouterr().err
-    spec = load_bundle(out).config.scoring
-    assert (spec.reduction_spatial, spec.block) == ("frame", 16)  # the flag won, the rest of the recipe stayed
+    bundle = load_bundle(out)
+    spec = bundle.config.scoring
+    assert (spec.reduction_spatial, spec.block, spec.pool) == ("frame", 16, "window")  # the flag won, the rest stayed
+    assert bundle.temporal is None and json.loads((out / REPORT_FILE).read_text())["temporal"] is None
     assert "spatial AE, cpu schedule" in capsys.readouterr().out

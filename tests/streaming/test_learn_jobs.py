@@ -88,7 +88,7 @@ def test_schedule_auto_is_the_gpu_schedule_only_where_jobs_get_a_gpu():
 
 
 def test_the_flow_ae_is_the_requests_choice_else_the_services():
-    on, off = LearnJobs(LearnConfig(temporal=True)), LearnJobs(LearnConfig())
+    on, off = LearnJobs(LearnConfig()), LearnJobs(LearnConfig(temporal=False))  # learned by default
     assert (on.temporal(LearnRequest()), off.temporal(LearnRequest())) == (True, False)
     assert (on.temporal(LearnRequest(temporal=False)), off.temporal(LearnRequest(temporal=True))) == (False, True)
     with pytest.raises(ValueError, match="temporal"):
@@ -120,7 +120,7 @@ def test_vad_learn_camera_reads_its_recordings_and_rules_from_the_service_config
         "alerts": {"max_false_alerts_per_hour": 120},
         "scorer": {"bundle": str(tmp_path / "bundles" / "default"), "build_demo_bundle": False},
         "recordings": {"root": str(recordings.parent)},
-        "learn": {"temporal": True},  # the service's choice reaches `vad learn --camera`
+        "learn": {"temporal": False},  # the service's choice reaches `vad learn --camera`
     }))
     assert vad(["learn", "--camera", "nobody", "--config", str(config)]) == 2
     assert "no camera named 'nobody'" in capsys.readouterr().err
@@ -133,5 +133,5 @@ def test_vad_learn_camera_reads_its_recordings_and_rules_from_the_service_config
     report = json.loads((bundle / "learn.json").read_text())
     assert report["replay_fps"] == 10 and report["rules"]["min_duration_s"] == 1.0
     assert report["threshold_choice"]["target_per_hour"] == 120
-    assert report["temporal"]["steps"] > 0 and load_bundle(bundle).temporal is not None
+    assert report["temporal"] is None and load_bundle(bundle).temporal is None
     assert "PUT 127.0.0.1:8000/cameras/lobby/bundle" in out
