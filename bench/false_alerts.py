@@ -1,9 +1,10 @@
 """False alerts on normal footage of a new scene: `vad learn` on it, as a camera owner would after `vad record`.
 
-    .venv/bin/python bench/false_alerts.py --video ../shared/data/vtest/vtest.avi --schedule tiny --out runs/false-alerts
+    .venv/bin/python bench/false_alerts.py --video ../shared/data/vtest/vtest.avi --schedule cpu --out runs/false-alerts-cpu
 
 The video (normal pedestrians) is cut into `--segments` clips in time order, like a recording's segments, and handed
-to offline.learn: the first clips train the spatial AE (the named schedule) and calibrate it, the last
+to offline.learn: the first clips train the spatial and flow AEs (the named schedule; --no-temporal: spatial
+only) and calibrate them, the last
 `--eval-fraction` of them are scored exactly as a camera would (the bundle's hop, reductions, calibrated normaliser)
 and replayed through the service's alert rules with the default settings. Prints the score quantiles on the unseen
 part and the false alerts per hour at the bundle's threshold and, with `--max-false-alerts-per-hour`, at the
@@ -24,6 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+TINY_SCORING = ["reduction_spatial=block_max", "block=8", "hop=8"]  # what the tiny rows of bench/RESULTS.md used
+TINY_SETS = ["pa.spatial=none"]
+
+
 def main(argv=None) -> int:
     """Cut the video into segments, learn, print and write result.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,11 +37,17 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", type=int, default=4, help="clips the video is cut into (a recording's segments)")
     ap.add_argument("--eval-fraction", type=float, default=0.5)
     ap.add_argument("--max-false-alerts-per-hour", type=float)
-    ap.add_argument("--scoring", action="append", default=["reduction_spatial=block_max", "block=8", "hop=8"],
-                    help="vad export --scoring KEY=VALUE (repeatable)")
-    ap.add_argument("--set", dest="sets", action="append", default=["pa.spatial=none"], help="vad train --set (repeatable)")
+    ap.add_argument("--scoring", action="append", default=None,
+                    help="vad export --scoring KEY=VALUE (repeatable; default: the schedule's recipe, for tiny "
+                    f"{' '.join(TINY_SCORING)})")
+    ap.add_argument("--set", dest="sets", action="append", default=None,
+                    help=f"vad train --set (repeatable; default for tiny: {' '.join(TINY_SETS)})")
+    ap.add_argument("--no-temporal", dest="temporal", action="store_false", help="the spatial AE alone (no flow AE)")
     ap.add_argument("--out", type=Path, default=Path("runs/false-alerts"))
     args = ap.parse_args(argv)
+    tiny = args.schedule == "tiny"
+    args.scoring = args.scoring if args.scoring is not None else (TINY_SCORING if tiny else [])
+    args.sets = args.sets if args.sets is not None else (TINY_SETS if tiny else [])
 
     from offline.data.decode import decode_video, probe_video
     from offline.data.encode import write_video
@@ -52,7 +63,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     result = learn(footage, args.out / "bundle", schedule=args.schedule, eval_fraction=args.eval_fraction,
                    max_false_alerts_per_hour=args.max_false_alerts_per_hour, overrides=parse_overrides(args.sets),
-                   scoring=parse_scoring(args.scoring), work_dir=args.out / "run", progress=False)
+                   scoring=parse_scoring(args.scoring), work_dir=args.out / "run", temporal=args.temporal, progress=False)
     report = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
               "video": str(args.video), "segments": args.segments, "seconds": round(time.monotonic() - t0, 1), **result.report}
     (args.out / "result.json").write_text(json.dumps(report, indent=1))
