@@ -318,15 +318,19 @@ def test_learning_page_records_learns_and_swaps_the_new_bundle_in(service, brows
     assert float(bar().find_element(By.TAG_NAME, "progress").get_attribute("value")) == 1.0
     assert f"{rec['recorded_s']:.1f} s of 18.0 s" in bar().text and f"{rec['segments']} segment(s)" in bar().text
 
-    # learn (tiny schedule, a false-alert target) and follow the job to its figures
+    # learn (tiny schedule, spatial AE only, a false-alert target) and follow the job to its figures
     card.find_element(By.NAME, "max_false_alerts_per_hour").send_keys("60")
+    motion = card.find_element(By.NAME, "temporal")
+    assert motion.is_selected()  # learn.temporal's default: the flow AE too; untick it to learn in seconds
+    motion.click()
     learn.click()
     job_el = lambda: card.find_element(By.CSS_SELECTOR, "li.job")  # noqa: E731 - the newest, re-rendered
     jid = wait_for(lambda: job_el().get_attribute("data-job"), 20, "the learn job in the list")
     assert "disabled" in job_el().find_element(By.CSS_SELECTOR, ".api-button").get_attribute("outerHTML")
     wait_for(lambda: job_el().get_attribute("data-state") in ("done", "failed"), 150, "the learn job finished")
     job = api(f"/jobs/{jid}")
-    assert job["state"] == "done" and not job["swapped"], job
+    assert job["state"] == "done" and not job["swapped"] and job["temporal"] is False, job
+    assert job["result"]["temporal"] is None
     unseen, choice = job["result"]["unseen"], job["result"]["threshold_choice"]
     assert unseen["seconds"] > 0 and choice["target_per_hour"] == 60
     shown = job_el()
