@@ -31,12 +31,12 @@ def clip_of(ped2: Path, cid: str, part: str = "test"):
     return next(c for c in getattr(dataset, part) if c.id == cid)
 
 
-def calibrated_bundle(path: Path, ped2: Path, size: int, hop: int, temporal: bool) -> Path:
-    """A small random bundle with calibrated scoring, calibrated (as `vad export` does) on non-overlapping windows
-    of two Ped2 training clips."""
+def calibrated_bundle(path: Path, ped2: Path, size: int, hop: int, temporal: bool, recipe: dict | None = None) -> Path:
+    """A small random bundle with calibrated scoring (`recipe`: ScoringSpec fields on top), calibrated (as `vad
+    export` does) on non-overlapping windows of two Ped2 training clips."""
     # a fast, open adaptation so the camera's state changes from window to window and must carry over exactly
-    scoring = ScoringSpec(normaliser="calibrated", hop=hop, reduction_spatial="block_max", reduction_temporal="block_max",
-                          block=8, adapt_halflife=50.0, adapt_gate=1.0)
+    fields = {"reduction_spatial": "block_max", "reduction_temporal": "block_max", "block": 8, **(recipe or {})}
+    scoring = ScoringSpec(normaliser="calibrated", hop=hop, adapt_halflife=50.0, adapt_gate=1.0, **fields)
     random_bundle(path, size=size, temporal=temporal, channels=(8, 16, 32), seed=hop, scoring=scoring)
     det = Detector.load(path)
     windows = []
@@ -103,9 +103,13 @@ def test_camera_path_and_eval_stream_protocol_give_identical_scores(ped2, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("hop", [16, 8])
 def test_camera_path_and_eval_stream_protocol_agree_with_a_temporal_ae(ped2, tmp_path, hop):
-    """With the flow AE: the service computes TV-L1 per window, eval once per clip and slices it; OpenCV's TV-L1
-    on the CPU is deterministic per pair, so the scores are still identical."""
-    path = calibrated_bundle(tmp_path / "bundle", ped2, size=32, hop=hop, temporal=True)
+    """With the flow AE and the cpu recipe (`vad learn`'s default bundle: flow frame mean, window pooling): the
+    service computes TV-L1 per window, eval once per clip and slices it; OpenCV's TV-L1 on the CPU is deterministic
+    per pair, so the scores are still identical."""
+    from offline.learn import CPU_RECIPE
+
+    path = calibrated_bundle(tmp_path / "bundle", ped2, size=32, hop=hop, temporal=True, recipe=CPU_RECIPE)
     detector = Detector.load(path, flow_backend="opencv")
     assert detector.available[1] and detector.frame_scorer().kind == "calibrated"
+    assert detector.config.scoring.pool == "window"
     assert_equivalent(detector, ped2, 32, hop)
