@@ -18,10 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def aspect_width(frame: np.ndarray, height: int, block: int) -> int:
+    """The width keeping the frame's aspect ratio at `height`, rounded to whole blocks."""
+    return round(frame.shape[1] * height / frame.shape[0] / block) * block
 
 
 def main(argv=None) -> int:
@@ -29,6 +33,7 @@ def main(argv=None) -> int:
 
     from offline.auc import macro_auc, micro_auc
     from offline.data.readers import open_dataset, read_frames
+    from offline.scoring.evidence import pool_frames, reduce_error
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ped2")
@@ -48,8 +53,7 @@ def main(argv=None) -> int:
     for name in ("square", "aspect"):
         mags, labels = {}, {}
         for c in clips:
-            native = next(iter(read_frames(c, size=None)))
-            w = h if name == "square" else round(native.shape[1] * h / native.shape[0] / args.block) * args.block
+            w = h if name == "square" else aspect_width(next(iter(read_frames(c, size=None))), h, args.block)
             path = args.cache / (f"{c.id}-{h}.npy" if name == "square" else f"{c.id}-{h}x{w}.npy")
             if path.is_file():
                 flow = np.load(path)
@@ -64,14 +68,14 @@ def main(argv=None) -> int:
             mags[c.id], labels[c.id] = m[:n], np.asarray(c.labels[:n])
         size = f"{h}x{h}" if name == "square" else f"{w}x{h} (WxH)"
         for pool in ("frame", "window"):
-            s = {k: F.avg_pool2d(v[:, None], args.block, args.block).flatten(1).amax(1).numpy() for k, v in mags.items()}
-            if pool == "window":
-                s = {k: np.repeat(v.reshape(-1, 16).mean(1), 16) for k, v in s.items()}
+            # the bundle's own reduction and pooling (offline.scoring.evidence), on 16-frame windows at hop 16
+            s = {k: pool_frames(reduce_error(v.view(-1, 16, *v.shape[1:]), "block_max", args.block), pool).flatten().numpy()
+                 for k, v in mags.items()}
             out[f"{name} {size}, block_max {args.block}, pool {pool}"] = {
                 "micro_auc": round(100 * micro_auc(s, labels), 2), "macro_auc": round(100 * macro_auc(s, labels), 2),
                 "size": size}
     frames = list(read_frames(clips[0], size=None))[:41]  # the cost, both sizes timed now on the same frames
-    for name, w in (("square", h), ("aspect", round(frames[0].shape[1] * h / frames[0].shape[0] / args.block) * args.block)):
+    for name, w in (("square", h), ("aspect", aspect_width(frames[0], h, args.block))):
         g = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)[..., 0] for f in frames]
         t0 = time.perf_counter()
         for i in range(len(g) - 1):

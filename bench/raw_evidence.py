@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -30,6 +29,7 @@ def main(argv=None) -> int:
     from offline.auc import macro_auc, micro_auc
     from offline.data.readers import open_dataset, read_frames
     from offline.flow import encode_flow
+    from offline.scoring.evidence import pool_frames, reduce_error
     from offline.training.export import load_run_autoencoder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,15 +60,15 @@ def main(argv=None) -> int:
         errors[c.id] = ((rec - w) ** 2).mean(1).reshape(n, size, size)
         mags[c.id] = ((w[:, 2] + 1) / 2 * clip).reshape(n, size, size)
         labels[c.id] = np.asarray(c.labels[:n])
-    reductions = {"frame": lambda v: v.mean((1, 2)),
-                  f"block_max {args.block}": lambda v: F.avg_pool2d(v[:, None], args.block, args.block).flatten(1).amax(1)}
-    pools = {"": lambda s: s, ", window mean": lambda s: np.repeat(s.reshape(-1, 16).mean(1), 16)}  # ScoringSpec.pool
+    reductions = {"frame": "frame", f"block_max {args.block}": "block_max"}  # the bundle's reduce_error / pool_frames
+    pools = {"": "frame", ", window mean": "window"}
     out = {}
     for name, src in (("temporal AE error", errors), ("flow magnitude", mags)):
-        for red, f in reductions.items():
-            for pool, p in pools.items():
-                s = {k: p(f(v).numpy()) for k, v in src.items()}
-                out[f"{name}, {red}{pool}"] = (round(100 * micro_auc(s, labels), 2), round(100 * macro_auc(s, labels), 2))
+        for red, reduction in reductions.items():
+            for label, pool in pools.items():
+                s = {k: pool_frames(reduce_error(v.view(-1, 16, size, size), reduction, args.block), pool).flatten().numpy()
+                     for k, v in src.items()}
+                out[f"{name}, {red}{label}"] = (round(100 * micro_auc(s, labels), 2), round(100 * macro_auc(s, labels), 2))
     print(json.dumps(out, indent=1))
     return 0
 
