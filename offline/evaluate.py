@@ -30,6 +30,7 @@ from offline.config import ConfigError, load_config
 from offline.data.pixels import to_model_range
 from offline.data.windows import flow_pair_index, plan_windows, window_starts
 from offline.plots import plot_clip_scores, plot_roc
+from offline.scoring.evidence import POOLS
 from offline.scoring.frame_scorer import FrameScorer
 from offline.scoring.stream import StreamScorer
 
@@ -243,7 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduction", choices=["frame", "block_max"], default="block_max", help="baseline: per-frame reduction")
     parser.add_argument("--block", type=int, default=16, help="baseline: block side in pixels (block_max)")
     parser.add_argument("--hop", type=int, default=16, help="baseline: a window every HOP frames (a bundle uses its own)")
-    parser.add_argument("--pool", choices=["frame", "window"], default="frame",
+    parser.add_argument("--pool", choices=POOLS, default="frame",
                         help="baseline: window = each frame takes its window's mean evidence (a bundle uses its own)")
     parser.add_argument("--flow-backend", choices=["auto", "torch", "opencv"], default="auto", help="flow-magnitude: TV-L1 backend")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

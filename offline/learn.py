@@ -169,7 +169,7 @@ def learn(
     targets = ("spatial", "temporal") if temporal else ("spatial",)
     try:
         cfgs = [load_config(None, {
-            **schedule_overrides(schedule, target, overrides), "data.root": str(data), "data.clips": [c.id for c in train_clips],
+            **schedule_overrides(schedule, target), "data.root": str(data), "data.clips": [c.id for c in train_clips],
             "train.target": target, "train.out_dir": str(work / target),
             "train.holdout_fraction": CALIBRATION_FRACTION, **(overrides or {}),
         }) for target in targets]
@@ -208,7 +208,7 @@ def learn(
         "feedback_clips": [c.id for c in train_clips if is_feedback(c)],
         "train_minutes": round(train_s / 60.0, 2), "steps": result.step, "epochs": result.epoch,
         "temporal": {"steps": results["temporal"].step, "epochs": results["temporal"].epoch} if temporal else None,
-        "scoring": detector.config.scoring.model_dump(include={"weights", "reduction_spatial", "reduction_temporal", "block", "hop"}),
+        "scoring": detector.config.scoring.model_dump(include={"weights", "reduction_spatial", "reduction_temporal", "block", "pool", "hop"}),
         "calibration": {"frames": calibration.frames, "score_quantiles": calibration.score_quantiles},
         "rules": rules.__dict__, "replay_fps": replay_fps,
     }

@@ -48,10 +48,9 @@ SCHEDULES: dict[str, dict] = {
 TARGET_SCHEDULES: dict[tuple[str, str], dict] = {("cpu", "temporal"): {"train.epochs": 9}}
 
 
-def schedule_overrides(schedule: str | None, target: str, given: dict | None = None) -> dict:
-    """The schedule's fields for one training target; fields in `given` (what the person set) are left out."""
-    fields = {**SCHEDULES.get(schedule or "", {}), **TARGET_SCHEDULES.get((schedule or "", target), {})}
-    return {k: v for k, v in fields.items() if k not in (given or {})}
+def schedule_overrides(schedule: str | None, target: str) -> dict:
+    """The schedule's fields for one training target (what a person sets goes on top of them)."""
+    return {**SCHEDULES.get(schedule or "", {}), **TARGET_SCHEDULES.get((schedule or "", target), {})}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +79,7 @@ def train_config(args: argparse.Namespace):
     schedule = getattr(args, "schedule", None)
     cfg = load_config(args.config, {**SCHEDULES.get(schedule or "", {}), **given})
     if TARGET_SCHEDULES.get((schedule or "", cfg.train.target)):
-        cfg = load_config(args.config, {**schedule_overrides(schedule, cfg.train.target, given), **given})
+        cfg = load_config(args.config, {**schedule_overrides(schedule, cfg.train.target), **given})
     return cfg
 
 
