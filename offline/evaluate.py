@@ -28,8 +28,9 @@ from tqdm import tqdm
 from offline.auc import macro_auc, micro_auc, per_clip_auc, pooled_roc
 from offline.config import ConfigError, load_config
 from offline.data.pixels import to_model_range
-from offline.data.windows import flow_pair_index, plan_windows, window_starts
+from offline.data.windows import plan_windows, window_starts
 from offline.plots import plot_clip_scores, plot_roc
+from offline.scoring.clip_windows import prepare, score_windows
 from offline.scoring.evidence import POOLS
 from offline.scoring.frame_scorer import FrameScorer
 from offline.scoring.stream import StreamScorer
@@ -50,50 +51,14 @@ def _frames_array(clip, size: int) -> np.ndarray:
     return frames
 
 
-def clip_flow(detector, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Encoded flow of every consecutive pair of a clip, once: (3, N, H, W) frames -> (3, N - 1, H, W).
-
-    Overlapping windows then slice it instead of recomputing TV-L1 for every window; each window gets exactly the
-    pairs `window_flow` would compute.
-    """
-    from offline.data.pixels import model_to_gray255
-    from offline.flow import encode_flow
-    from offline.flow.cache import clip_flow as pair_flow
-
-    gray = model_to_gray255(x, channel_dim=0).numpy()  # (N, H, W) in [0, 255], window_flow's conversion
-    raw = torch.from_numpy(pair_flow(gray, detector.flow_estimator, batch, dtype=np.float32))
-    return encode_flow(raw, detector.config.flow.clip).permute(1, 0, 2, 3)
-
-
-def window_of_flow(flow: torch.Tensor, start: int, window: int) -> torch.Tensor:
-    """(3, T, H, W) window of clip flow: index t is flow t -> t+1, the last index repeats the previous one."""
-    return flow[:, torch.from_numpy(flow_pair_index(start, window))]
-
-
-def _score_windows(detector, x: torch.Tensor, flow: torch.Tensor | None, starts, batch: int):
-    """Detector.score over windows starting at `starts`, in order: yields (start, window scores, index in batch)."""
-    for i in range(0, len(starts), batch):
-        chunk = starts[i : i + batch]
-        windows = torch.stack([x[:, s : s + detector.window] for s in chunk])
-        flows = None if flow is None else torch.stack([window_of_flow(flow, s, detector.window) for s in chunk])
-        ws = detector.score(windows, flow=flows)
-        for b, s in enumerate(chunk):
-            yield int(s), ws, b
-
-
-def _prepare(detector, frames: np.ndarray):
-    x = to_model_range(frames)  # (N, H, W, 3) uint8 -> (3, N, H, W) in [-1, 1]
-    return x, (clip_flow(detector, x) if detector.needs_flow else None)
-
-
 def stream_clip(detector, frames: np.ndarray, batch: int = 4, prepared=None) -> dict[str, np.ndarray]:
     """The stream protocol on one clip: {"score": (N,), "w1".. (N,) normalised components}; NaN = not scored."""
-    x, flow = prepared or _prepare(detector, frames)
+    x, flow = prepared or prepare(detector, frames)
     n, window = len(frames), detector.window
     starts = window_starts(n, window, detector.config.scoring.hop, cover_end=False)
     out: dict[str, np.ndarray] = {"score": np.full(n, np.nan)}
     ss = StreamScorer(detector.frame_scorer())
-    for s, ws, b in _score_windows(detector, x, flow, starts, batch):
+    for s, ws, b in score_windows(detector, x, flow, starts, batch):
         idx = np.arange(s, s + window)
         mask, norm, _ = ss.push(idx, ws.raw(b))
         for k, v in norm.items():
@@ -104,11 +69,11 @@ def stream_clip(detector, frames: np.ndarray, batch: int = 4, prepared=None) -> 
 def raw_components_detector(detector, frames: np.ndarray, stride: int, frame_mode: str, batch: int, prepared=None) -> dict[str, np.ndarray | None]:
     """Per-frame raw components of one clip, (N, H, W, 3) uint8, through Detector.score on planned windows
     (frame_mode "center": every frame the centre of its own window, the paper's protocol)."""
-    x, flow = prepared or _prepare(detector, frames)
+    x, flow = prepared or prepare(detector, frames)
     starts, which, offset = plan_windows(len(frames), detector.window, stride, frame_mode)
     per_window = [None] * len(starts)
     pos = {int(s): i for i, s in enumerate(starts)}
-    for s, ws, b in _score_windows(detector, x, flow, starts, batch):
+    for s, ws, b in score_windows(detector, x, flow, starts, batch):
         per_window[pos[s]] = ws.raw(b)
     out: dict[str, np.ndarray | None] = {}
     for comp in COMPONENTS:
@@ -155,7 +120,7 @@ def evaluate(clips, detector, name: str, protocols=PROTOCOLS, paper_weights=None
         n_frames += len(frames)
         labels[clip.id] = np.asarray(clip.labels, dtype=np.int64)
         t_prep = time.perf_counter()
-        prepared = _prepare(detector, frames)
+        prepared = prepare(detector, frames)
         t_prep = time.perf_counter() - t_prep
         for p in protocols:
             t_p = time.perf_counter()
@@ -211,20 +176,19 @@ def write_outputs(report: dict, out_dir: Path) -> dict[str, Path]:
 
 def calibrate_classical(detector, train_clips, holdout_fraction: float = 0.1, batch: int = 8):
     """A baseline's calibration from the tail `holdout_fraction` of each normal training clip (what a bundle's
-    export uses), scored in non-overlapping windows; sets and returns detector.config.calibration."""
+    export uses, the same overlapping windows); sets and returns detector.config.calibration."""
     from offline.scoring.calibration import calibrate
     from offline.training.data import holdout_split
 
-    windows = []
+    tails = []
     for clip in tqdm(train_clips, desc="calibrating on normal footage", unit="clip"):
         frames = _frames_array(clip, detector.size)
         tail = frames[holdout_split(len(frames), holdout_fraction, detector.window):]
-        x = to_model_range(tail)
-        windows += [(x[:, s : s + detector.window], clip.id)
-                    for s in window_starts(len(tail), detector.window, detector.window, cover_end=False)]
-    if not windows:
+        if len(tail) >= detector.window:
+            tails.append((clip.id, to_model_range(tail)))
+    if not tails:
         raise ValueError("no training clip is long enough to calibrate the baseline on its held-out tail")
-    detector.config.calibration = calibrate(detector, windows, batch)
+    detector.config.calibration = calibrate(detector, tails, batch=batch)
     return detector.config.calibration
 
 

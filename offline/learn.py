@@ -105,7 +105,7 @@ def evaluate_unseen(detector, clips: list, rules: AlertRules, thresholds: dict[s
 
     traces, seconds = [], 0.0
     for clip in tqdm(clips, desc="evaluate", unit="clip", disable=not progress, leave=False):
-        frames = np.stack(list(read_frames(clip, size=detector.config.input.size)))
+        frames = np.stack(list(read_frames(clip, size=detector.size)))
         traces.append((stream_clip(detector, frames)["score"], clip.fps))
         seconds += len(frames) / clip.fps
     scores = np.concatenate([t for t, _ in traces])

@@ -104,7 +104,9 @@ class Calibration(_Strict):
     normaliser's location and scale); z_quantiles: quantiles of the weighted sum of robust z-scores; score_quantiles:
     the final scores' quantiles on the same footage (a check: the median should be about 0.5); score_trace: those
     scores per clip in stream order (None = not scored), rounded to 1e-4, so a camera can replay the footage through
-    its own alert rules to choose a threshold for a false-alert rate (offline/scoring/alert_rules.py).
+    its own alert rules to choose a threshold for a false-alert rate (offline/scoring/alert_rules.py). frames: the
+    footage's length in frames; samples: how many per-frame values the statistics were taken from (windows every
+    `stride` frames overlap, so a frame counts once per window holding it; older bundles: None, non-overlapping).
     """
 
     components: dict[str, tuple[float, float]] = {}
@@ -113,6 +115,8 @@ class Calibration(_Strict):
     score_quantiles: dict[str, float] = {}
     score_trace: dict[str, list[float | None]] = {}
     frames: int = 0
+    samples: int | None = None
+    stride: int | None = None
 
 
 class BundleConfig(_Strict):

@@ -52,6 +52,17 @@ def holdout_split(num_frames: int, fraction: float, window: int) -> int:
     return max(0, num_frames - tail) if num_frames - tail >= window else num_frames
 
 
+def holdout_tails(data: list[ClipData], fraction: float, window: int) -> list[tuple[str, torch.Tensor]]:
+    """(clip id, (3, L, H, W) in [-1, 1]) of every clip's held-out tail (what TrainWindows' "holdout" part cuts)."""
+    tails = []
+    for d in data:
+        n = len(d.frames)
+        cut = holdout_split(n, fraction, window)
+        if n - cut >= window:
+            tails.append((d.clip.id, d.get(np.arange(cut, n))))
+    return tails
+
+
 def gray255(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, H, W) float luma in [0, 255], the flow package's conversion (as at inference)."""
     return model_to_gray255(scale_uint8(frames), channel_dim=-1)

@@ -3,7 +3,8 @@
 Takes the spatial run (required), the temporal run and the discriminator run (optional), writes both AEs (+ D when
 trained), input size, flow settings and encoding, score weights renormalised over the components present (eta3 = 0
 when D is off, with the reason in `discriminator_status`), and calibration statistics of the raw components and of
-the aggregate score on the spatial run's held-out normal training windows (never trained on). The calibration
+the aggregate score on the spatial run's held-out normal training footage (never trained on; windows every quarter
+window, offline.scoring.calibration). The calibration
 goes through `Detector`, the same scoring path as `vad eval` and the service.
 """
 from __future__ import annotations
@@ -50,12 +51,14 @@ def load_run_autoencoder(run_dir: str | Path) -> tuple[Autoencoder, Config]:
 
 def export(
     spatial_run: Path, out: Path, temporal_run: Path | None = None, discriminator_run: Path | None = None,
-    device: str = "cpu", batch: int = 8, data=None, scoring: dict | None = None,
+    device: str = "cpu", batch: int = 8, data=None, scoring: dict | None = None, calibration_stride: int | None = None,
 ) -> Path:
     """Write the bundle into `out`; `data` (decoded clips) may be passed to skip decoding again; `scoring` overrides
-    fields of the bundle's ScoringSpec (hop, reductions, block, threshold, ...; they shape scores, not training)."""
+    fields of the bundle's ScoringSpec (hop, reductions, block, threshold, ...; they shape scores, not training);
+    `calibration_stride`: frames between calibration windows (default a quarter window, offline.scoring.calibration)."""
     from offline.scoring.detector import Detector
     from offline.training.ae_loop import build_windows
+    from offline.training.data import holdout_tails
 
     spatial, cfg = load_run_autoencoder(spatial_run)
     temporal = None
@@ -97,15 +100,15 @@ def export(
                   discriminator_status=status, clip_model_path=clip_path, notes=notes)
     save_bundle(out, spatial, temporal, disc, **common)
     holdout_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"target": "spatial"})})
-    holdout, _ = build_windows(holdout_cfg, torch.device("cpu"), part="holdout", data=data)
-    if len(holdout) == 0:
+    _, data = build_windows(holdout_cfg, torch.device("cpu"), part="holdout", data=data)
+    tails = holdout_tails(data, cfg.train.holdout_fraction, cfg.data.window)
+    if not tails:
         logger.warning("no held-out windows (train.holdout_fraction=%s): the bundle has no calibration", cfg.train.holdout_fraction)
         return out
     detector = Detector.load(out, device)
-    keys = holdout.keys()
-    calibration = calibrate(detector, ((holdout[i][1], keys[i][0]) for i in range(len(holdout))), batch)
-    logger.info("calibration on %d held-out normal frames: %s, quantiles %s", calibration.frames,
-                calibration.components, calibration.score_quantiles)
+    calibration = calibrate(detector, tails, calibration_stride, batch)
+    logger.info("calibration on %d held-out normal frames (windows every %d frames): %s, quantiles %s",
+                calibration.frames, calibration.stride, calibration.components, calibration.score_quantiles)
     save_bundle(out, spatial, temporal, disc, calibration=calibration, **common)
     return out
 
@@ -118,6 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=8, help="windows per forward pass during calibration")
+    parser.add_argument("--calibration-stride", type=int, default=None, metavar="FRAMES",
+                        help="frames between the (overlapping) calibration windows; default a quarter window")
     parser.add_argument("--scoring", action="append", default=[], metavar="KEY=VALUE",
                         help="set a field of the bundle's scoring spec, e.g. --scoring hop=8 --scoring reduction_temporal=block_max")
 
@@ -137,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     """`vad export`: write the bundle of the given runs and print its weights; exit status 2 on a bad run."""
     try:
         scoring = parse_scoring(args.scoring)
-        path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch, scoring=scoring)
+        path = export(args.spatial, args.out, args.temporal, args.discriminator, args.device, args.batch, scoring=scoring,
+                      calibration_stride=args.calibration_stride)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,8 +23,9 @@ def test_demo_bundle_is_reproducible_and_loads(tmp_path, capsys):
     assert bundle.temporal is None and bundle.config.input.size == 32 and bundle.config.scoring.normaliser == "calibrated"
     assert bundle.config.calibration.components["w1"][1] > 0
     # calibrated: on its held-out normal footage the median score is 0.5 and the 0.99 quantile sits at the threshold
+    # (the statistics come from windows every 4 frames, the replayed scores from the stream's quarter of them)
     q = bundle.config.calibration.score_quantiles
-    assert abs(q["0.5"] - 0.5) < 0.02 and abs(q["0.99"] - bundle.config.scoring.threshold) < 0.03, q
+    assert abs(q["0.5"] - 0.5) < 0.04 and abs(q["0.99"] - bundle.config.scoring.threshold) < 0.04, q
     det = Detector(bundle)
     assert det.available == (True, False, False)
     assert vad_main(["demo-bundle", "--out", str(a)]) == 0  # exists: not rebuilt

@@ -33,18 +33,15 @@ def clip_of(ped2: Path, cid: str, part: str = "test"):
 
 def calibrated_bundle(path: Path, ped2: Path, size: int, hop: int, temporal: bool, recipe: dict | None = None) -> Path:
     """A small random bundle with calibrated scoring (`recipe`: ScoringSpec fields on top), calibrated (as `vad
-    export` does) on non-overlapping windows of two Ped2 training clips."""
+    export` does) on three windows' worth of two Ped2 training clips."""
     # a fast, open adaptation so the camera's state changes from window to window and must carry over exactly
     fields = {"reduction_spatial": "block_max", "reduction_temporal": "block_max", "block": 8, **(recipe or {})}
     scoring = ScoringSpec(normaliser="calibrated", hop=hop, adapt_halflife=50.0, adapt_gate=1.0, **fields)
     random_bundle(path, size=size, temporal=temporal, channels=(8, 16, 32), seed=hop, scoring=scoring)
     det = Detector.load(path)
-    windows = []
-    for cid in ("01", "02"):
-        frames = np.stack(list(read_frames(clip_of(ped2, cid, "train"), size=size)))[: 3 * T]
-        x = to_model_range(frames)  # (3, N, H, W)
-        windows += [(x[:, s : s + T], cid) for s in window_starts(len(frames), T, T, cover_end=False)]
-    cal = calibrate(det, windows)
+    clips = [(cid, to_model_range(np.stack(list(read_frames(clip_of(ped2, cid, "train"), size=size)))[: 3 * T]))
+             for cid in ("01", "02")]  # (3, N, H, W) each
+    cal = calibrate(det, clips)
     assert cal.robust and "0.99" in cal.z_quantiles
     b = load_bundle(path)
     save_bundle(path, b.spatial, b.temporal, input_spec=b.config.input, flow=b.config.flow, scoring=b.config.scoring,
