@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-temporal", dest="temporal", action="store_false", help="the spatial AE alone (no flow AE)")
     ap.add_argument("--classical", nargs="*", default=["frame-difference", "flow-magnitude"],
                     help="classical detectors measured on the same split (none: --classical with no names)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse training runs in OUT/run that finished with the same config (export and measure again)")
     ap.add_argument("--classical-only", action="store_true", help="measure the classical rows only (no learning)")
     ap.add_argument("--out", type=Path, default=Path("runs/false-alerts"))
     args = ap.parse_args(argv)
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         result = learn(footage, args.out / "bundle", schedule=args.schedule, eval_fraction=args.eval_fraction,
                        max_false_alerts_per_hour=args.max_false_alerts_per_hour, overrides=parse_overrides(args.sets),
-                       scoring=parse_scoring(args.scoring), work_dir=args.out / "run", temporal=args.temporal, progress=False)
+                       scoring=parse_scoring(args.scoring), work_dir=args.out / "run", temporal=args.temporal,
+                       reuse=args.reuse, progress=False)
         report |= {"seconds": round(time.monotonic() - t0, 1), **result.report}
         print(summary(result))
     report["classical"] = {kind: classical_row(kind, footage, args.eval_fraction) for kind in args.classical}

@@ -96,6 +96,34 @@ def estimate_steps(cfg, clips: list) -> int:
     return max(1, min(steps, t.max_steps) if t.max_steps else steps)
 
 
+@dataclass
+class FinishedRun:
+    """A training run found finished in the work directory (what `learn` reads of a TrainResult)."""
+
+    step: int
+    epoch: int
+
+
+def finished_run(run: Path, cfg) -> FinishedRun | None:
+    """The run in `run` if it finished (its log ends with an "end" event not caused by a stop) with exactly `cfg`
+    and left its weights; else None."""
+    import yaml
+
+    from offline.config import Config
+
+    log, config, weights = run / "train.jsonl", run / "config.yaml", run / "weights.safetensors"
+    if not (log.is_file() and config.is_file() and weights.is_file()):
+        return None
+    saved = Config.model_validate(yaml.safe_load(config.read_text()))
+    if saved.model_dump(mode="json") != cfg.model_dump(mode="json"):
+        return None
+    lines = log.read_text().strip().splitlines()
+    end = json.loads(lines[-1]) if lines else {}
+    if end.get("event") != "end" or str(end.get("reason", "")).startswith("stopped"):
+        return None
+    return FinishedRun(int(end["step"]), int(end["epoch"]))
+
+
 def evaluate_unseen(detector, clips: list, rules: AlertRules, thresholds: dict[str, float], progress: bool = True) -> dict:
     """Stream each unseen normal clip through the bundle as a camera does; quantiles and false alerts per hour."""
     from tqdm import tqdm
@@ -125,7 +153,8 @@ def learn(
     data: str | Path, out: str | Path, *, schedule: str = "cpu", eval_fraction: float = 0.2,
     max_false_alerts_per_hour: float | None = None, rules: AlertRules = AlertRules(), fps: float | None = None,
     overrides: dict[str, Any] | None = None, scoring: dict[str, Any] | None = None, work_dir: str | Path | None = None,
-    temporal: bool = True, progress: bool = True, on_progress: Callable[[dict[str, Any]], None] | None = None,
+    temporal: bool = True, reuse: bool = False, progress: bool = True,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> LearnResult:
     """Train, export and evaluate a bundle of the scene in `data`; see the module docstring.
 
@@ -138,6 +167,8 @@ def learn(
             schedule and its own time budget; the bundle then needs TV-L1 flow per frame pair when it scores (~0.1 s
             per frame at 128 px on one core); False: the spatial AE alone (~3 ms per frame, far weaker).
         work_dir: where the training run goes (default: `out` + ".run"); kept, so a stopped learn can be inspected.
+        reuse: skip training an autoencoder whose run in `work_dir` finished (not stopped) with exactly this config
+            (`finished_run`): to calibrate and measure again after a failure there or a scoring change.
         on_progress: called with {"stage", "fraction", "step"} as the work moves on (a job's progress).
     """
     from offline.config import ConfigError, load_config
@@ -175,7 +206,7 @@ def learn(
         }) for target in targets]
     except ConfigError as exc:
         raise LearnError(str(exc)) from exc
-    results = {}
+    results, reused = {}, []
     share = 0.75 / len(cfgs)  # of the progress bar, per autoencoder (training spans 0.05 .. 0.8)
     for k, cfg in enumerate(cfgs):
         target, base = cfg.train.target, 0.05 + k * share
@@ -189,6 +220,12 @@ def learn(
                 done = max(step / total, (time.monotonic() - started) / budget_s)
                 stage(label, base + share * min(1.0, done), step)
 
+        done = finished_run(Path(cfg.train.out_dir), cfg) if reuse else None
+        if done is not None:
+            logger.info("%s: reusing the finished %s run (step %d, epoch %d)", cfg.train.out_dir, target, done.step, done.epoch)
+            results[target] = done
+            reused.append(target)
+            continue
         result = train_autoencoder(cfg, progress=progress, after_step=trained)
         if result.stopped:
             raise LearnError(f"{target} training stopped at step {result.step} (resumable in {work / target})")
@@ -206,7 +243,7 @@ def learn(
     report: dict[str, Any] = {
         "data": str(data), "schedule": schedule, "train_clips": [c.id for c in train_clips],
         "feedback_clips": [c.id for c in train_clips if is_feedback(c)],
-        "train_minutes": round(train_s / 60.0, 2), "steps": result.step, "epochs": result.epoch,
+        "train_minutes": round(train_s / 60.0, 2), "reused": reused, "steps": result.step, "epochs": result.epoch,
         "temporal": {"steps": results["temporal"].step, "epochs": results["temporal"].epoch} if temporal else None,
         "scoring": detector.config.scoring.model_dump(include={"weights", "reduction_spatial", "reduction_temporal", "block", "pool", "hop"}),
         "calibration": {"frames": calibration.frames, "score_quantiles": calibration.score_quantiles},
@@ -247,6 +284,9 @@ def add_arguments(parser: argparse.ArgumentParser, paths_required: bool = True) 
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a training config field (as vad train --set)")
     parser.add_argument("--scoring", action="append", default=[], metavar="KEY=VALUE", help="a bundle scoring field (as vad export --scoring)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip training an autoencoder whose run in the work directory finished with the same config "
+                        "(calibrate and measure again)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -262,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
             rules=AlertRules(**{k: v for k, v in (("min_duration_s", args.min_duration_s), ("hysteresis", args.hysteresis))
                                 if v is not None}),
             overrides=parse_overrides(args.overrides), scoring=parse_scoring(args.scoring), temporal=args.temporal is not False,
-            progress=not args.no_progress,
+            reuse=args.reuse, progress=not args.no_progress,
         )
     except (LearnError, FileNotFoundError, ValueError) as exc:  # ConfigError and DataError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)

@@ -175,3 +175,33 @@ def test_vad_learn_cli_scoring_wins_over_the_recipe_and_no_temporal_learns_the_s
     assert (spec.reduction_spatial, spec.block, spec.pool) == ("frame", 16, "window")  # the flag won, the rest stayed
     assert bundle.temporal is None and json.loads((out / REPORT_FILE).read_text())["temporal"] is None
     assert "spatial AE, cpu schedule" in capsys.readouterr().out
+
+
+def test_learn_reuse_skips_finished_training_runs_with_the_same_config(learned_with_motion, footage, tmp_path):
+    """`vad learn --reuse`: calibrate and measure again without training again, only for runs that finished with
+    exactly this config (a stopped run, or another config, trains)."""
+    import shutil
+
+    from offline.config import load_config
+    from offline.learn import finished_run
+
+    out = learned_with_motion.bundle
+    work = out.with_name(out.name + ".run")
+    logs = {t: (work / t / "train.jsonl").read_text() for t in ("spatial", "temporal")}
+    small = {**FAST, "data.size": 32, "data.train_stride": 8, "model.channels": [8, 16, 32], "flow.clip": 2.5}
+    again = learn(footage, out, schedule="cpu", eval_fraction=0.25, temporal=True, overrides=small, progress=False, reuse=True)
+    assert {t: (work / t / "train.jsonl").read_text() for t in logs} == logs  # nothing trained
+    report = learned_with_motion.report
+    assert (again.report["steps"], again.report["temporal"]) == (report["steps"], report["temporal"])
+    assert again.report["reused"] == ["spatial", "temporal"] and report["reused"] == []
+    assert again.report["calibration"] == report["calibration"] and again.report["unseen"] == report["unseen"]
+    # what finished_run refuses: another config, a stopped run
+    run = tmp_path / "spatial"
+    shutil.copytree(work / "spatial", run)
+    cfg = load_config(run / "config.yaml")  # the run as trained (its out_dir is the work dir)
+    assert finished_run(run, cfg) is not None
+    assert finished_run(run, cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})) is None
+    lines = (run / "train.jsonl").read_text().splitlines()
+    end = json.loads(lines[-1]) | {"reason": "stopped by SIGTERM"}
+    (run / "train.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(end)]) + "\n")
+    assert finished_run(run, cfg) is None
