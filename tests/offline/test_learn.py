@@ -96,6 +96,8 @@ def test_learn_writes_a_calibrated_bundle_measured_on_footage_it_never_saw(learn
     assert 5.0 < report["unseen"]["seconds"] < 7.0
     cal = bundle.config.calibration
     assert cal.frames >= 32 and cal.score_quantiles["0.5"] == pytest.approx(0.5, abs=0.05)
+    # the statistics come from windows every 4 frames of the held-out tails (here 16 frames each: one window)
+    assert report["calibration"]["samples"] == cal.samples >= cal.frames and cal.stride == 4
     # the chosen threshold is stored beside (not instead of) the normaliser's anchor, and is the one replayed
     choice = report["threshold_choice"]
     assert bundle.config.scoring.alert_threshold == pytest.approx(choice["threshold"])
