@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from offline.auc import macro_auc, micro_auc, per_clip_auc, pooled_roc
 from offline.config import ConfigError, load_config
-from offline.data.pixels import to_model_range
 from offline.data.windows import plan_windows, window_starts
 from offline.plots import plot_clip_scores, plot_roc
 from offline.scoring.clip_windows import prepare, score_windows
@@ -178,14 +177,11 @@ def calibrate_classical(detector, train_clips, holdout_fraction: float = 0.1, ba
     """A baseline's calibration from the tail `holdout_fraction` of each normal training clip (what a bundle's
     export uses, the same overlapping windows); sets and returns detector.config.calibration."""
     from offline.scoring.calibration import calibrate
-    from offline.training.data import holdout_split
+    from offline.training.data import ClipData, holdout_tails
 
     tails = []
     for clip in tqdm(train_clips, desc="calibrating on normal footage", unit="clip"):
-        frames = _frames_array(clip, detector.size)
-        tail = frames[holdout_split(len(frames), holdout_fraction, detector.window):]
-        if len(tail) >= detector.window:
-            tails.append((clip.id, to_model_range(tail)))
+        tails += holdout_tails([ClipData(clip, _frames_array(clip, detector.size))], holdout_fraction, detector.window)
     if not tails:
         raise ValueError("no training clip is long enough to calibrate the baseline on its held-out tail")
     detector.config.calibration = calibrate(detector, tails, batch=batch)

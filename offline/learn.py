@@ -107,15 +107,13 @@ class FinishedRun:
 def finished_run(run: Path, cfg) -> FinishedRun | None:
     """The run in `run` if it finished (its log ends with an "end" event not caused by a stop) with exactly `cfg`
     and left its weights; else None."""
-    import yaml
+    from offline.training.export import read_run
+    from offline.training.run_dir import CONFIG_FILE, LOG_FILE, WEIGHTS_FILE
 
-    from offline.config import Config
-
-    log, config, weights = run / "train.jsonl", run / "config.yaml", run / "weights.safetensors"
-    if not (log.is_file() and config.is_file() and weights.is_file()):
+    log = run / LOG_FILE
+    if not all((run / f).is_file() for f in (LOG_FILE, CONFIG_FILE, WEIGHTS_FILE)):
         return None
-    saved = Config.model_validate(yaml.safe_load(config.read_text()))
-    if saved.model_dump(mode="json") != cfg.model_dump(mode="json"):
+    if read_run(run).model_dump(mode="json") != cfg.model_dump(mode="json"):
         return None
     lines = log.read_text().strip().splitlines()
     end = json.loads(lines[-1]) if lines else {}
@@ -220,10 +218,11 @@ def learn(
                 done = max(step / total, (time.monotonic() - started) / budget_s)
                 stage(label, base + share * min(1.0, done), step)
 
-        done = finished_run(Path(cfg.train.out_dir), cfg) if reuse else None
-        if done is not None:
-            logger.info("%s: reusing the finished %s run (step %d, epoch %d)", cfg.train.out_dir, target, done.step, done.epoch)
-            results[target] = done
+        finished = finished_run(Path(cfg.train.out_dir), cfg) if reuse else None
+        if finished is not None:
+            logger.info("%s: reusing the finished %s run (step %d, epoch %d)", cfg.train.out_dir, target, finished.step,
+                        finished.epoch)
+            results[target] = finished
             reused.append(target)
             continue
         result = train_autoencoder(cfg, progress=progress, after_step=trained)
