@@ -59,6 +59,14 @@ class FlowConfig(Strict):
         10.0, gt=0, description="flow encoding: |u|, |v| and magnitude (pixels/frame) are clipped to this and scaled to [-1, 1]"
     )
     cache_dir: Path = Field(Path("cache/flow"), description="where `vad flow-cache` stores flow fields")
+    warm_start: bool = Field(
+        False, description="each pair of a chain after its first starts from the previous pair's flow (with `warm_scales` "
+        "pyramid levels) instead of from zero at the coarsest level")
+    warm_scales: int = Field(1, ge=1, le=10, description="pyramid levels of a warm-started pair (its init is resized "
+                             "to the coarsest of them, as OpenCV's useInitialFlow does; `scales` or more: the whole pyramid)")
+    warm_chain: int = Field(16, ge=2, le=256, description="warm start: a chain of pairs restarts cold every this many "
+                            "frames, counted from a clip's or a stream's first frame; must equal the window (data.window), "
+                            "so each window's flow depends on that window alone, as a camera computes it")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

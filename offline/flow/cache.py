@@ -35,6 +35,8 @@ def cache_key(root: str | Path, size: int, cfg) -> str:
         "size": size,
         "params": asdict(params_from_config(cfg)),
     }
+    if getattr(cfg, "warm_start", False):  # only then: cold caches keep their keys
+        payload["warm"] = [cfg.warm_scales, cfg.warm_chain]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -45,6 +47,11 @@ def clip_flow(gray: np.ndarray, est: FlowEstimator, batch: int = 16, progress=No
     The one batched pair loop: the flow cache (float16), training clips and `vad eval` (float32) all call it.
     """
     g = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
+    if getattr(est, "warm_start", False):
+        from offline.flow.estimator import chained_flow
+
+        # chains of warm_chain pairs from the clip's first frame: pair t starts cold where a stream window starts
+        return chained_flow(est, g[:-1], g[1:], est.chain, batch, progress).float().cpu().numpy().astype(dtype)
     out = np.empty((max(len(g) - 1, 0), 2, *g.shape[1:]), dtype=dtype)
     for i in range(0, len(g) - 1, batch):
         j = min(i + batch, len(g) - 1)

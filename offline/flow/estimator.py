@@ -7,6 +7,7 @@ OpenCV needs no compile warm-up and is at least as fast as our eager torch code 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,18 +66,23 @@ class FlowEstimator:
         self.params = params_from_config(cfg)
         self.backend = resolve_backend(cfg.backend, self.device)
         self.clip = cfg.clip
-        if self.backend == "opencv":
-            self._impl = OpenCVTVL1(self.params)
-        else:
-            compile = {"auto": None, "on": True, "off": False}[cfg.compile]
-            self._impl = TVL1(self.params, compile=compile)
+        self.warm_start = cfg.warm_start
+        self.chain = cfg.warm_chain
+        self._impl = self._solver(self.params)
+        self._warm_impl = self._solver(replace(self.params, nscales=min(cfg.warm_scales, self.params.nscales)))
         logger.debug("flow backend %s on %s", self.backend, self.device)
+
+    def _solver(self, params: TVL1Params):
+        if self.backend == "opencv":
+            return OpenCVTVL1(params)
+        return TVL1(params, compile={"auto": None, "on": True, "off": False}[self.cfg.compile])
 
     def __repr__(self) -> str:
         return f"FlowEstimator(backend={self.backend!r}, device={str(self.device)!r}, params={self.params})"
 
     @torch.no_grad()
-    def __call__(self, frame0, frame1) -> torch.Tensor:
+    def __call__(self, frame0, frame1, init: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow of the pairs; `init` (B, 2, H, W): start each from that flow with the warm pyramid (warm_scales)."""
         f0, f1 = _as_tensor(frame0, "frame0"), _as_tensor(frame1, "frame1")
         if f0.shape != f1.shape:
             raise ValueError(f"frame0 and frame1 must have the same shape, got {tuple(f0.shape)} and {tuple(f1.shape)}")
@@ -87,11 +93,39 @@ class FlowEstimator:
             raise ValueError(f"frames must be (B, H, W) or (H, W) grayscale in [0, 255], got shape {tuple(f0.shape)}")
         if f0.shape[0] == 0:
             return torch.zeros((0, 2, *f0.shape[1:]), device=self.device)
+        impl = self._impl if init is None else self._warm_impl
+        if init is not None and squeeze:
+            init = init.unsqueeze(0)
         if self.backend == "opencv":
-            flow = self._impl(f0, f1).to(self.device)
+            flow = (impl(f0, f1) if init is None else impl(f0, f1, init=init)).to(self.device)
         else:
-            flow = self._impl(f0.to(self.device, torch.float32), f1.to(self.device, torch.float32))
+            f0, f1 = f0.to(self.device, torch.float32), f1.to(self.device, torch.float32)
+            flow = impl(f0, f1) if init is None else impl(f0, f1, init=init.to(self.device, torch.float32))
         return flow[0] if squeeze else flow
+
+
+@torch.no_grad()
+def chained_flow(est, f0: torch.Tensor, f1: torch.Tensor, chain: int, batch: int | None = None, progress=None) -> torch.Tensor:
+    """Flow of P pairs (P, H, W) cut into chains of `chain` consecutive pairs (the last may be shorter): a chain's
+    first pair starts from zero, each later pair from the previous pair's flow (`est(..., init=)`, warm start).
+
+    Step j computes pair j of every chain in one call (`batch` pairs at most), so chains of many windows or cameras
+    still batch; only the pairs of one chain run one after another.
+    """
+    n = f0.shape[0]
+    out: list[torch.Tensor | None] = [None] * n
+    step = batch or n or 1
+    for j in range(min(chain, n)):
+        idx = list(range(j, n, chain))
+        for c in range(0, len(idx), step):
+            part = idx[c : c + step]
+            init = None if j == 0 else torch.stack([out[i - 1] for i in part])
+            flow = est(f0[part], f1[part], init=init) if init is not None else est(f0[part], f1[part])
+            for i, f in zip(part, flow):
+                out[i] = f
+            if progress is not None:
+                progress.update(len(part))
+    return torch.stack(out) if n else torch.zeros((0, 2, *f0.shape[1:]))
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -118,7 +152,12 @@ def window_flow(frames: torch.Tensor, est, clip: float | None = None, batch: int
     gray = model_to_gray255(frames, channel_dim=1)  # (B, T, H, W)
     f0 = gray[:, :-1].reshape(b * (t - 1), h, w)
     f1 = gray[:, 1:].reshape(b * (t - 1), h, w)
-    step = batch or f0.shape[0]
-    flow = torch.cat([est(f0[i : i + step], f1[i : i + step]) for i in range(0, f0.shape[0], step)])
+    if getattr(est, "warm_start", False):
+        if t > est.chain:
+            raise ValueError(f"flow.warm_chain ({est.chain}) must be the window ({t} frames): a window's flow is one chain")
+        flow = chained_flow(est, f0, f1, t - 1, batch)  # each window one chain, as clip_flow's chains of `warm_chain`
+    else:
+        step = batch or f0.shape[0]
+        flow = torch.cat([est(f0[i : i + step], f1[i : i + step]) for i in range(0, f0.shape[0], step)])
     enc = encode_flow(flow.to(frames.device), clip).reshape(b, t - 1, 3, h, w).permute(0, 2, 1, 3, 4)
     return torch.cat((enc, enc[:, :, -1:]), dim=2).contiguous()

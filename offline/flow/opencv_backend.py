@@ -51,11 +51,14 @@ class OpenCVTVL1:
         self.params = params
         self._tvl1 = create_dualtvl1(params)
 
-    def __call__(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
+    def __call__(self, i0: torch.Tensor, i1: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+        """Pair by pair; `init` (B, 2, H, W) is each pair's initial flow (OpenCV's useInitialFlow)."""
         a = i0.detach().float().cpu().numpy() / np.float32(255.0)
         b = i1.detach().float().cpu().numpy() / np.float32(255.0)
         out = np.empty((a.shape[0], 2, *a.shape[1:]), dtype=np.float32)
+        self._tvl1.setUseInitialFlow(init is not None)
         for k in range(a.shape[0]):
-            flow = self._tvl1.calc(np.ascontiguousarray(a[k]), np.ascontiguousarray(b[k]), None)
+            start = None if init is None else np.ascontiguousarray(init[k].detach().float().cpu().numpy().transpose(1, 2, 0))
+            flow = self._tvl1.calc(np.ascontiguousarray(a[k]), np.ascontiguousarray(b[k]), start)
             out[k] = flow.transpose(2, 0, 1)
         return torch.from_numpy(out)

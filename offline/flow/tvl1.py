@@ -410,11 +410,16 @@ class TVL1:
         return self.compile if self.compile is not None else device.type == "cuda"
 
     @torch.no_grad()
-    def __call__(self, i0: torch.Tensor, i1: torch.Tensor, return_stats: bool = False):
-        """Flow from i0 to i1, both (B, H, W) (or (H, W)) grayscale in [0, 255]; returns (B, 2, H, W) (u=x, v=y)."""
+    def __call__(self, i0: torch.Tensor, i1: torch.Tensor, return_stats: bool = False, init: torch.Tensor | None = None):
+        """Flow from i0 to i1, both (B, H, W) (or (H, W)) grayscale in [0, 255]; returns (B, 2, H, W) (u=x, v=y).
+
+        `init` (B, 2, H, W) starts the solver from a flow instead of zero, as OpenCV's useInitialFlow does: it is
+        resized down the pyramid (and scaled by scale_step per level) and the coarsest level starts from it.
+        """
         squeeze = i0.dim() == 2
         if squeeze:
             i0, i1 = i0.unsqueeze(0), i1.unsqueeze(0)
+            init = None if init is None else init.unsqueeze(0)
         if i0.shape != i1.shape or i0.dim() != 3:
             raise ValueError(f"frames must both be (B, H, W), got {tuple(i0.shape)} and {tuple(i1.shape)}")
         if min(i0.shape[-2:]) < 3:
@@ -433,6 +438,10 @@ class TVL1:
         iterations: list[torch.Tensor] = [None] * len(sizes)  # type: ignore[list-item]
         comps = 3 if p.gamma else 2
         u = torch.zeros((b, comps) + tuple(sizes[-1]), dtype=i0.dtype, device=i0.device)  # u1, u2 (, u3)
+        if init is not None:
+            if init.shape != (b, 2, h, w):
+                raise ValueError(f"init must be (B, 2, H, W) = {(b, 2, h, w)}, got {tuple(init.shape)}")
+            u[:, :2] = initial_flow(init.to(i0.device, i0.dtype), sizes, p.scale_step)
         for s in range(len(sizes) - 1, -1, -1):
             u, iterations[s] = self._one_scale(i0s[s], i1s[s], u)
             if s == 0:
@@ -509,6 +518,16 @@ class TVL1:
         return u, count
 
 
+def initial_flow(flow: torch.Tensor, sizes: list[tuple[int, int]], scale_step: float) -> torch.Tensor:
+    """(B, 2, H, W) flow at the finest size -> the coarsest pyramid level: OpenCV's useInitialFlow resizes it level
+    by level as the images (INTER_LINEAR, dst->src scale 1 / scale_step) and multiplies it by scale_step each time."""
+    u = flow
+    for size in sizes[1:]:
+        scale = (1.0 / scale_step, 1.0 / scale_step)
+        u = torch.stack([resize_linear(u[:, j], size, scale) * scale_step for j in range(2)], dim=1)
+    return u
+
+
 def tvl1_flow(i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params = TVL1Params(), **kwargs) -> torch.Tensor:
     """Functional form of TVL1: (B, H, W) pairs in [0, 255] -> (B, 2, H, W) flow in pixels."""
     return TVL1(params, **kwargs)(i0, i1)
@@ -538,6 +557,7 @@ __all__ = [
     "TVL1Stats",
     "tvl1_flow",
     "pyramid_sizes",
+    "initial_flow",
     "resize_linear",
     "median_blur",
     "median_blur_gather",

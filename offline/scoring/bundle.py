@@ -151,6 +151,9 @@ class BundleConfig(_Strict):
             raise ValueError(f"scoring.hop ({s.hop}) must not exceed input.window ({i.window}): frames would go unscored")
         if "block_max" in (s.reduction_spatial, s.reduction_temporal) and i.size % s.block:
             raise ValueError(f"scoring.block ({s.block}) must divide input.size ({i.size})")
+        if self.flow.warm_start and not (self.flow.warm_chain == i.window == s.hop):
+            raise ValueError(f"flow.warm_start needs flow.warm_chain ({self.flow.warm_chain}) = input.window ({i.window}) = "
+                             f"scoring.hop ({s.hop}): a window's flow is one chain, so windows must not overlap")
         return self
 
 
@@ -321,6 +324,7 @@ def random_bundle(
     channels: tuple[int, int, int] = (96, 128, 256),
     seed: int = 0,
     scoring: ScoringSpec | None = None,
+    flow: FlowConfig | None = None,
 ) -> Path:
     """A bundle of freshly initialised AEs (seeded): exercises the whole chain before any training."""
     torch.manual_seed(seed)
@@ -331,6 +335,7 @@ def random_bundle(
         spatial,
         temp,
         input_spec=InputSpec(size=size),
+        flow=flow,
         scoring=scoring,
         discriminator_status="off: untrained random bundle",
         notes={"untrained": True, "seed": seed},

@@ -31,13 +31,14 @@ def clip_of(ped2: Path, cid: str, part: str = "test"):
     return next(c for c in getattr(dataset, part) if c.id == cid)
 
 
-def calibrated_bundle(path: Path, ped2: Path, size: int, hop: int, temporal: bool, recipe: dict | None = None) -> Path:
+def calibrated_bundle(path: Path, ped2: Path, size: int, hop: int, temporal: bool, recipe: dict | None = None,
+                      flow=None) -> Path:
     """A small random bundle with calibrated scoring (`recipe`: ScoringSpec fields on top), calibrated (as `vad
     export` does) on three windows' worth of two Ped2 training clips."""
     # a fast, open adaptation so the camera's state changes from window to window and must carry over exactly
     fields = {"reduction_spatial": "block_max", "reduction_temporal": "block_max", "block": 8, **(recipe or {})}
     scoring = ScoringSpec(normaliser="calibrated", hop=hop, adapt_halflife=50.0, adapt_gate=1.0, **fields)
-    random_bundle(path, size=size, temporal=temporal, channels=(8, 16, 32), seed=hop, scoring=scoring)
+    random_bundle(path, size=size, temporal=temporal, channels=(8, 16, 32), seed=hop, scoring=scoring, flow=flow)
     det = Detector.load(path)
     clips = [(cid, to_model_range(np.stack(list(read_frames(clip_of(ped2, cid, "train"), size=size)))[: 3 * T]))
              for cid in ("01", "02")]  # (3, N, H, W) each
@@ -110,3 +111,24 @@ def test_camera_path_and_eval_stream_protocol_agree_with_a_temporal_ae(ped2, tmp
     assert detector.available[1] and detector.frame_scorer().kind == "calibrated"
     assert detector.config.scoring.pool == "window"
     assert_equivalent(detector, ped2, 32, hop)
+
+
+@pytest.mark.slow
+def test_camera_path_and_eval_stream_protocol_agree_with_warm_started_flow(ped2, tmp_path):
+    """flow.warm_start: each pair of a window after its first starts from the previous pair's flow with one pyramid
+    level. The service chains the pairs of each window, eval chains the clip's pairs every 16 frames from its first
+    and slices: the same flow, so the same scores; and not the cold flow's scores."""
+    from offline.config import FlowConfig
+    from offline.learn import CPU_RECIPE
+
+    budget = {"scales": 3, "warps": 1, "inner_iterations": 10, "outer_iterations": 1}
+    warm = FlowConfig(backend="opencv", warm_start=True, **budget)
+    path = calibrated_bundle(tmp_path / "warm", ped2, size=32, hop=16, temporal=True, recipe=CPU_RECIPE, flow=warm)
+    detector = Detector.load(path)
+    assert detector.flow_estimator.warm_start
+    assert_equivalent(detector, ped2, 32, 16)
+    frames = np.stack(list(read_frames(clip_of(ped2, CLIP), size=32)))
+    cold = Detector.load(calibrated_bundle(tmp_path / "cold", ped2, size=32, hop=16, temporal=True, recipe=CPU_RECIPE,
+                                           flow=FlowConfig(backend="opencv", **budget)))
+    a, b = stream_clip(detector, frames)["w2"], stream_clip(cold, frames)["w2"]
+    assert np.isfinite(a).sum() == 112 and not np.allclose(a[:112], b[:112])
