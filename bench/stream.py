@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -38,6 +39,18 @@ from streaming.batching import BatchScorer, PendingWindows, frame_scorer_factory
 
 
 def _bundle(spec: str, tmp: Path) -> Path:
+    if spec in ("cpu", "cpu-opencv"):
+        # the cpu recipe's shape (128 px, widths 48/64/128, both AEs, CPU_RECIPE scoring), untrained: speed does
+        # not depend on the weights; "cpu" computes the cpu schedule's flow budget, "cpu-opencv" OpenCV's defaults
+        from offline.config import FlowConfig
+        from offline.learn import CPU_RECIPE, CPU_RECIPE_WEIGHTS
+        from offline.scoring.bundle import ScoringSpec
+        from offline.training.cli import CPU_FLOW_BUDGET
+
+        budget = CPU_FLOW_BUDGET if spec == "cpu" else {}
+        return random_bundle(tmp / spec, size=128, temporal=True, channels=(48, 64, 128),
+                             scoring=ScoringSpec(weights=CPU_RECIPE_WEIGHTS, **CPU_RECIPE),
+                             flow=FlowConfig(clip=5.0, backend="opencv", **budget))
     if spec == "demo":
         from streaming.demo_bundle import ensure_demo_bundle
 
@@ -49,13 +62,14 @@ def _bundle(spec: str, tmp: Path) -> Path:
     return Path(spec)
 
 
-def run_feeds(detector: Detector, feeds: int, seconds: float, max_batch: int, video: Path, warmup_s: float = 5.0) -> dict:
+def run_feeds(detector: Detector, feeds: int, seconds: float, max_batch: int, video: Path, warmup_s: float = 5.0,
+              fps: float = 25.0) -> dict:
     """One measurement: `feeds` real-time file feeds, one scorer thread; returns per-camera figures."""
     from streaming.ingest import IngestLoop, IngestSettings
 
     queue = PendingWindows(max_pending=2)
     scorer = BatchScorer(detector, frame_scorer_factory(detector), max_batch=max_batch)
-    settings = IngestSettings(fps=25.0, size=detector.size, window=detector.window, hop=detector.window,
+    settings = IngestSettings(fps=fps, size=detector.size, window=detector.window, hop=detector.window,
                               realtime_files=True, loop_files=True)
 
     def accept(window) -> bool:
@@ -104,6 +118,7 @@ def run_feeds(detector: Detector, feeds: int, seconds: float, max_batch: int, vi
     lat = np.concatenate([np.asarray(s["latency"]) for s in stats.values() if s["latency"]] or [np.zeros(0)])
     return {
         "feeds": feeds,
+        "analysis_fps": fps,
         "max_batch": max_batch,
         "seconds": round(elapsed, 1),
         "scored_fps_per_camera_mean": round(float(np.mean(fps)), 2),
@@ -144,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("feeds", help="N real-time feeds end to end, batched vs per-camera")
-    f.add_argument("--feeds", type=int, default=16)
+    f.add_argument("--feeds", default="16", help="cameras; a comma-separated list measures each count in turn")
+    f.add_argument("--fps", type=float, default=25.0, help="each camera's analysis rate (frames scored per second)")
+    f.add_argument("--cores", type=int, default=None,
+                   help="pin the whole process (decoding, ingest, scoring) to this many CPU cores: cameras per core")
     f.add_argument("--seconds", type=float, default=40.0)
     f.add_argument("--modes", default="batched,per-camera")
-    f.add_argument("--bundle", default="demo", help="demo | paper | paper-spatial | a bundle directory")
+    f.add_argument("--bundle", default="demo", help="demo | cpu | cpu-opencv | paper | paper-spatial | a bundle directory")
     s = sub.add_parser("scorer", help="Detector.score throughput per batch size")
     s.add_argument("--batches", default="1,2,4,8,16,32,64")
     s.add_argument("--seconds", type=float, default=5.0, help="per batch size")
@@ -160,10 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
+    if getattr(args, "cores", None):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
+        import cv2
+
+        cv2.setNumThreads(args.cores)
+        torch.set_num_threads(args.cores)
     if args.threads:
         torch.set_num_threads(args.threads)
     env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine(),
+           "cpu": platform.processor() or platform.machine(), "cores": sorted(os.sched_getaffinity(0)),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": os.getloadavg()[0],
            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = _bundle(args.bundle, Path(tmp))
@@ -179,11 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             video = Path(tmp) / "feed.mp4"
             write_demo_video(video, 30.0, fps=25, size=256, seed=0)
             result = {"env": env, "bundle": args.bundle, "rows": []}
-            for mode in args.modes.split(","):
-                mb = args.feeds if mode == "batched" else 1
-                row = {"mode": mode, **run_feeds(det, args.feeds, args.seconds, mb, video)}
-                print(json.dumps(row), flush=True)
-                result["rows"].append(row)
+            result["flow"] = det.config.flow.model_dump(mode="json", include={"scales", "warps", "inner_iterations",
+                                                                          "outer_iterations", "warm_start", "warm_scales"})
+            for feeds in (int(n) for n in str(args.feeds).split(",")):
+                for mode in args.modes.split(","):
+                    mb = feeds if mode == "batched" else 1
+                    row = {"mode": mode, **run_feeds(det, feeds, args.seconds, mb, video, fps=args.fps)}
+                    print(json.dumps(row), flush=True)
+                    result["rows"].append(row)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

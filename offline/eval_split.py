@@ -6,7 +6,9 @@ test clips 01-17 select, 19-35 report (each half 4 / 9 clips, each with normal a
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +19,18 @@ SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
     "ped1": {"select": ("01", "03", "05", "07", "09", "11", "13", "15", "17"),
              "report": ("19", "21", "23", "25", "27", "29", "31", "33", "35")},
 }
+
+
+NAMES = {"UCSD Ped2": "ped2", "UCSD Ped1": "ped1"}  # labels.json "dataset" -> SPLITS key
+
+
+def split_of(root: str | Path) -> str | None:
+    """The SPLITS key of a dataset folder, from its labels.json's "dataset" name; None when it has no split."""
+    try:
+        name = json.loads((Path(root) / "labels.json").read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return NAMES.get(name)
 
 
 def half_micro_auc(series: dict, labels: dict, clips) -> float:

@@ -66,3 +66,25 @@ def test_eval_random_bundle_runs_the_whole_chain(ped2, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in report["series"]["paper"]["01"])
     assert all(v is None or 0.0 < v < 1.0 for v in report["series"]["stream"]["01"])
     assert (out / "roc.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.slow
+def test_eval_reports_the_selection_split_and_takes_a_flow_budget(ped2, tmp_path, capsys):
+    """Ped2's labels.json names the dataset, so the report carries the micro-AUC of each half of the selection
+    split (settings chosen on `select`, reported on `report`); --flow sets the flow-magnitude row's TV-L1 budget
+    (budget=cpu: the cpu schedule's), recorded in the report; a bad --flow names itself."""
+    from offline.eval_split import SPLITS
+    from offline.training.cli import CPU_FLOW_BUDGET
+
+    out = tmp_path / "eval"
+    rc = main(["eval", "--baseline", "flow-magnitude", "--flow", "budget=cpu", "--flow", "warps=2", "--protocol", "stream",
+               "--size", "64", "--block", "8", "--data", str(ped2), "--clips", "02,06", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    split = report["results"]["stream"]["split"]
+    assert split["dataset"] == "ped2" and "02" in SPLITS["ped2"]["select"] and "06" in SPLITS["ped2"]["report"]
+    assert 0 < split["select"] <= 100 and 0 < split["report"] <= 100
+    assert report["flow"]["warps"] == 2 and report["flow"]["scales"] == CPU_FLOW_BUDGET["scales"]
+    assert "selection split: select half" in capsys.readouterr().out
+    assert main(["eval", "--baseline", "flow-magnitude", "--flow", "scales", "--data", str(ped2), "--out", str(out)]) == 2
+    assert "--flow 'scales'" in capsys.readouterr().err
