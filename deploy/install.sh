@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a virtualenv in .venv with torch (CPU wheel 2.13.0 first, so nothing pulls a CUDA build)
 # and this project; with --test also the Debian packages the tests start for real (GStreamer RTSP server,
-# Prometheus, Alertmanager, chromium + chromium-driver for the page's browser tests). Idempotent: re-running
+# Prometheus, Alertmanager, chromium + chromium-driver for the page's browser tests, Mosquitto for the MQTT
+# notification tests). Idempotent: re-running
 # skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,8 @@ fi
 if [ "$WITH_TEST" = 1 ]; then
   PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
         gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav
-        gstreamer1.0-tools prometheus prometheus-alertmanager iproute2 util-linux chromium chromium-driver)
+        gstreamer1.0-tools prometheus prometheus-alertmanager iproute2 util-linux chromium chromium-driver
+        mosquitto)
   missing=()
   for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then

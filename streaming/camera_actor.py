@@ -65,6 +65,12 @@ class CameraActor:
 
     def _on_state(self, state: str, detail: str) -> None:
         logger.info("camera %s: %s %s", self.name, state, detail)
+        with self._lock:
+            scorer = self.scorer
+        try:  # fire-and-forget: the state topic of the notifications (streaming/notify/)
+            scorer.camera_state.remote(self.name, state)
+        except Exception:  # noqa: BLE001 - a dead scorer must not stop decoding
+            logger.debug("camera %s: state not sent to the scorer", self.name, exc_info=True)
 
     def _reap(self) -> int:
         """Forget windows the scorer has accepted; count failed hand-overs (dead scorer). Returns in flight."""

@@ -8,7 +8,9 @@ It also keeps the camera's recent scores (`history`, streaming/score_history.py:
 scored frame (`latest_jpeg`: the page's live view) and writes each event's score trace (TRACE_BEFORE_S before its
 start to TRACE_AFTER_S after its end) to the store. While an alert is pending or open, the frames of the windows it
 covers are kept (`clip`, streaming/clip_buffer.py, bounded) and handed to `clips` (streaming/event_clips.py) when it
-closes: the event's clip. No Ray, no threads: the scorer service calls it under its lock.
+closes: the event's clip. Each open, peak, close, the open event's progress and the camera's score also go to
+`notify` (streaming/notify/dispatcher.py: it only stores messages; delivery runs in its own threads). No Ray, no
+threads: the scorer service calls it under its lock.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from streaming.clip_buffer import ClipBuffer
 from streaming.config import AlertConfig
 from streaming.event_clips import EventClips
 from streaming.events import EventStore, EventStoreError
+from streaming.notify.messages import EventInfo
 from streaming.score_history import ScoreHistory
 from streaming.snapshot import render_evidence_snapshot
 
@@ -69,11 +72,14 @@ class CameraAlerts:
     clip: ClipBuffer | None = None  # the current alert's frames; None: no clips kept
     clips: EventClips | None = None  # where a closed alert's clip is written
     fps: float = 5.0  # the camera's analysis rate: the clip's frame rate
+    notify: Any = None  # the scorer's Notifier (streaming/notify/dispatcher.py), or None: no notifications
+    open_event: AlertEvent | None = None  # the tracker's latest opened/peak event while an alert is open
 
     @classmethod
-    def start(cls, name: str, settings: AlertConfig, store: EventStore) -> "CameraAlerts":
+    def start(cls, name: str, settings: AlertConfig, store: EventStore, notify: Any = None) -> "CameraAlerts":
         """A camera's state at its first window: a fresh tracker with `settings`, and any open event resumed."""
         cam = cls(name, AlertTracker(settings.threshold, settings.min_duration_s, settings.hysteresis, camera=name))
+        cam.notify = notify
         cam.resume_open_event(store)
         return cam
 
@@ -89,9 +95,16 @@ class CameraAlerts:
             if self.event_id is None and time.time() - ev.updated_s <= RESUME_GAP_S:
                 self.event_id = ev.id
                 self.tracker.resume(ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s)
+                self.open_event = AlertEvent("opened", self.name, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s)
+                if self.notify is not None:
+                    self.notify.resumed(self._event_info(self.open_event))
                 logger.warning("camera %s: resumed open alert (event %d) after a scorer restart", self.name, ev.id)
             else:
                 store.close_event(ev.id, ev.updated_s, "restart")
+                if self.notify is not None:
+                    self.notify.ended_after_restart(EventInfo(ev.id, self.name, ev.start_s, ev.peak_score, ev.peak_s,
+                                                              self.tracker.threshold, ev.updated_s, "restart",
+                                                              ev.label, ev.has_snapshot))
 
     def observe(self, r: ScoredWindow, store: EventStore, latency: Any, now: float, bundle: str | None = None) -> None:
         """Feed one scored window: per frame the latency histogram, the tracker, the peak; then the counters."""
@@ -120,6 +133,11 @@ class CameraAlerts:
         self.latest = np.array(r.frames[-1])  # a copy: the batch's arrays can go
         if self.event_id is not None:
             store.touch(self.event_id, self.last_frame_wall_s)
+        if self.notify is not None:
+            if self.event_id is not None and self.open_event is not None:
+                self.notify.event("tick", self._event_info(self.open_event), self.snapshot, self.last_frame_wall_s)
+            if self.last_warm:
+                self.notify.score(self.name, self.last_score, self.last_frame_wall_s)
         if self.trace_due is not None and self.last_frame_wall_s >= self.trace_due[2]:
             due, self.trace_due = self.trace_due, None
             try:
@@ -162,23 +180,38 @@ class CameraAlerts:
             when_s=wall if wall is not None else time.time(), threshold=self.tracker.threshold,
         )
 
+    def _event_info(self, ev: AlertEvent, label: str | None = None, end_s: float | None = None) -> EventInfo:
+        """What a notification says about the current event (`ev`: the tracker's latest event of it)."""
+        return EventInfo(self.event_id, self.name, ev.start_s, ev.peak_score, ev.peak_s, self.tracker.threshold,
+                         end_s, ev.reason or None, label, has_snapshot=self.peak is not None)
+
     def persist(self, ev: AlertEvent, store: EventStore) -> None:
         """Write a tracker event to the store: open an event (with snapshot), raise its peak, or close it."""
         if ev.kind == "opened":
-            self.event_id = store.open_event(
-                self.name, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot()
-            )
+            snap = self.snapshot()
+            self.event_id = store.open_event(self.name, ev.start_s, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=snap)
             self.events_opened += 1
+            self.open_event = ev
+            if self.notify is not None:
+                self.notify.event("opened", self._event_info(ev), lambda: snap, ev.peak_s)
             self.write_trace(store, self.event_id, ev.start_s - TRACE_BEFORE_S)
             logger.warning("camera %s: anomaly alert opened (event %d, score %.3f)", self.name, self.event_id, ev.peak_score)
         elif ev.kind == "peak" and self.event_id is not None:
-            store.update_peak(self.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=self.snapshot())
+            snap = self.snapshot()
+            store.update_peak(self.event_id, ev.peak_score, ev.peak_frame, ev.peak_s, snapshot=snap)
+            self.open_event = ev
+            if self.notify is not None:
+                self.notify.event("peak", self._event_info(ev), lambda: snap, ev.peak_s)
         elif ev.kind == "closed" and self.event_id is not None:
             end = ev.end_s if ev.end_s is not None else time.time()
             frames = self.clip.take() if self.clip is not None else None
             if frames is not None and self.clips is not None:
                 self.clips.begin(self.event_id)  # before the close: a label meanwhile answers "pending"
             store.close_event(self.event_id, end, ev.reason)
+            if self.notify is not None:
+                stored = store.get_event(self.event_id)
+                info = self._event_info(ev, stored.label if stored else None, end)
+                self.notify.event("closed", info, self.snapshot, end)
             if frames is not None and self.clips is not None:
                 self.clips.save(self.event_id, self.name, frames, self.fps, store)
             self.write_trace(store, self.event_id, ev.start_s - TRACE_BEFORE_S)
@@ -188,3 +221,4 @@ class CameraAlerts:
                            self.name, self.event_id, end - ev.start_s, ev.peak_score, ev.reason)
             self.event_id = None
             self.peak = None
+            self.open_event = None

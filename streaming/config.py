@@ -1,4 +1,5 @@
-"""Typed, validated configuration of the streaming service (cameras, scorer, alerts, events, HTTP).
+"""Typed, validated configuration of the streaming service (cameras, scorer, alerts, events, HTTP; `notify` lives
+in streaming/notify/settings.py).
 
 The same model validates `deploy/config.yaml` (the `args:` of the `streaming.app:build_app` application)
 and the bodies of the control plane's camera requests. Every section forbids unknown keys; errors name
@@ -17,6 +18,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from offline.config import ConfigError, Strict, format_validation_error, read_yaml
 from streaming.credentials import camera_env_prefix, scrub_url
+from streaming.notify.settings import NotifyConfig
 
 APP_IMPORT_PATH = "streaming.app:build_app"
 URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
@@ -269,6 +271,7 @@ class ServiceConfig(Strict):
     recordings: RecordingsConfig = RecordingsConfig()
     learn: LearnConfig = LearnConfig()
     http: HttpConfig = HttpConfig()
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="alerts over MQTT and webhooks (streaming/notify/)")
     camera_num_cpus: float = Field(0.1, ge=0, le=16, description="Ray CPUs reserved per camera actor (fractional)")
     max_inflight_windows: int = Field(
         4, ge=1, le=256, description="windows a camera may have on their way to the scorer; more are dropped at the camera"
@@ -370,7 +373,7 @@ def resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
                   else cfg.camera_file_roots())
     cameras = [c if c.bundle is None else c.model_copy(update={"bundle": absolute(c.bundle)}) for c in cfg.cameras]
     cfg = cfg.model_copy(update={"scorer": scorer, "events": events, "cameras_file_roots": file_roots,
-                                 "cameras": cameras})
+                                 "cameras": cameras, "notify": cfg.notify.resolved(absolute)})
     rec_root = absolute(cfg.recordings.root) if cfg.recordings.root is not None else events.path.with_name("recordings")
     cfg = cfg.model_copy(update={"recordings": cfg.recordings.model_copy(update={"root": rec_root})})
     learned = absolute(cfg.learn.bundles_root) if cfg.learn.bundles_root is not None else (

@@ -117,6 +117,7 @@ class Fleet:
                 max_bundles=s.max_bundles,
                 # false alarms' clips go where the camera's next learn reads its recordings
                 feedback_root=None if cfg.recordings.root is None else str(cfg.recordings.root),
+                notify=cfg.notify.model_dump(mode="json"),
             )
             self.scorers.append((device, actor))
         self.model_input = ray.get(self.scorers[0][1].model_input.remote(), timeout=300)

@@ -58,6 +58,11 @@ METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "vad_scorer_queue_depth": ("scorer",),
     "vad_scorer_loaded_bundles": ("scorer",),
     "vad_camera_bundle_info": ("camera", "bundle"),
+    "vad_notify_outbox_depth": ("sink", "scorer"),
+    "vad_notify_sent_total": ("sink", "scorer"),
+    "vad_notify_failures_total": ("sink", "scorer"),
+    "vad_notify_dropped_total": ("sink", "scorer"),
+    "vad_notify_sink_up": ("sink", "scorer"),
     "vad_build_info": ("version",),
 }
 
@@ -169,6 +174,17 @@ class ScorerMetrics:
         self.busy.set(min(1.0, max(0.0, float(fraction))))
 
 
+@dataclass
+class NotifyMetrics:
+    """The metric children bound to one notification sink (label `sink`: its configured name, never a URL)."""
+
+    outbox_depth: Gauge
+    sent: Counter
+    failures: Counter
+    dropped: Counter
+    up: Gauge
+
+
 class VadMetrics:
     """All `vad_` metrics in their own registry (tests and several services in one process do not clash)."""
 
@@ -228,6 +244,15 @@ class VadMetrics:
         self.camera_bundle = Info(
             "vad_camera_bundle", "The bundle scoring the camera (label bundle: weights sha256 prefix)", cam, registry=r
         )
+        sk = ("sink", "scorer")  # each scorer delivers its own cameras' messages
+        self.notify_outbox_depth = Gauge(
+            "vad_notify_outbox_depth", "Notification messages waiting in the sink's outbox", sk, registry=r)
+        self.notify_sent = Counter("vad_notify_sent", "Notification messages the sink acknowledged", sk, registry=r)
+        self.notify_failures = Counter(
+            "vad_notify_failures", "Failed notification attempts (connect, send or store)", sk, registry=r)
+        self.notify_dropped = Counter(
+            "vad_notify_dropped", "Notification messages dropped, oldest first, from a full outbox", sk, registry=r)
+        self.notify_sink_up = Gauge("vad_notify_sink_up", "1 while the sink accepts messages, else 0", sk, registry=r)
         self.build_info = Info("vad_build", "Version of the streaming service", registry=r)
         self.build_info.info({"version": version or _package_version()})
         self.remote = SnapshotCollector()
@@ -302,6 +327,12 @@ class VadMetrics:
                     loaded_bundles=self.scorer_loaded_bundles.labels(name),
                 )
             return self._scorers[name]
+
+    def notify_sink(self, name: str, scorer: str) -> NotifyMetrics:
+        """The children for notification sink `name` at scorer `scorer` (streaming/notify/), created at zero."""
+        labels = (camera_label(name), scorer)  # the same rule as cameras: a name, never a URL
+        return NotifyMetrics(*(metric.labels(*labels) for metric in (
+            self.notify_outbox_depth, self.notify_sent, self.notify_failures, self.notify_dropped, self.notify_sink_up)))
 
     def remove_scorer(self, name: str) -> None:
         """Drop every series of a scorer that is gone."""

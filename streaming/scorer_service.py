@@ -4,7 +4,8 @@
 streaming/fleet.py). `submit(window)` only queues (see streaming.batching for the drop policy); a worker thread
 takes batches (max_batch, max_wait_ms), calls the batch's bundle's Detector once per batch, and per camera runs
 FrameScorer -> CameraAlerts (streaming/camera_alerts.py: AlertTracker -> EventStore, with the peak frame's JPEG
-snapshot and the alert's clip, streaming/event_clips.py; a false alarm's clip is kept under `feedback_root`).
+snapshot and the alert's clip, streaming/event_clips.py; a false alarm's clip is kept under `feedback_root`), and
+the notifications of those events to MQTT brokers and webhooks (streaming/notify/, delivered in their own threads).
 
 Bundles (streaming/bundle_set.py): a camera scores with its own bundle (`set_camera(..., bundle=path)`) or the
 default one; each bundle is loaded once per scorer, a batch only holds windows of one bundle, and a bundle no camera
@@ -40,6 +41,9 @@ from streaming.clip_buffer import ClipBuffer
 from streaming.event_clips import EventClips, clip_frames
 from streaming.config import AlertConfig, EventsConfig
 from streaming.events import EventStore
+from streaming.notify.dispatcher import Notifier
+from streaming.notify.messages import EventInfo
+from streaming.notify.settings import NotifyConfig
 from streaming.prometheus import VadMetrics
 from streaming.score_history import CHART_POINTS, downsample
 
@@ -47,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 # The histograms this actor reports (its counters and gauges travel as totals in `stats()`).
 SCORER_FAMILIES = ("vad_score_latency_seconds", "vad_scorer_batch_size", "vad_scorer_batch_duration_seconds",
-                   "vad_scorer_loaded_bundles", "vad_camera_bundle")
+                   "vad_scorer_loaded_bundles", "vad_camera_bundle", "vad_notify_outbox_depth", "vad_notify_sent",
+                   "vad_notify_failures", "vad_notify_dropped", "vad_notify_sink_up")
 BUSY_WINDOW_S = 10.0
 
 
@@ -65,6 +70,7 @@ class ScorerService:
         max_bundles: most bundles loaded at once, the default included (`scorer.max_bundles`).
         feedback_root: recordings.root: a clip labelled false_alarm is copied to <root>/<camera>/feedback/ for the
             camera's next learn (None: not kept).
+        notify: NotifyConfig (or dict): where events are delivered; its outboxes live in the events database.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class ScorerService:
         torch_threads: int | None = None,
         max_bundles: int = 8,
         feedback_root: str | None = None,
+        notify: dict | NotifyConfig | None = None,
     ):
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -111,6 +118,8 @@ class ScorerService:
         self._lock = threading.RLock()
         self.metrics = VadMetrics()
         self._scorer_metrics = self.metrics.scorer(name)
+        nc = notify if isinstance(notify, NotifyConfig) else NotifyConfig.model_validate(notify or {})
+        self.notifier = Notifier(nc, ev.path, name, self.metrics) if nc.sinks else None
         self.batches = 0
         self.windows = 0
         self.errors = 0
@@ -214,6 +223,15 @@ class ScorerService:
                 self.metrics.score_latency.remove(camera)
             if cam is not None:
                 cam.close(self.store, "removed")
+            if self.notifier is not None:
+                self.notifier.camera_removed(camera)
+
+    def camera_state(self, camera: str, state: str) -> None:
+        """A camera's ingest state changed (its actor tells, fire-and-forget): notified as its state topic."""
+        if self.notifier is not None:
+            with self._lock:
+                if camera not in self._removed:
+                    self.notifier.camera_state(camera, state)
 
     def _resolve(self, camera: str) -> None:
         """Resolve the camera's threshold once (offline.scoring.alert_rules.resolve_threshold: the config's, else one
@@ -234,7 +252,7 @@ class ScorerService:
     def _camera(self, name: str) -> CameraAlerts:
         cam = self._cams.get(name)
         if cam is None:
-            cam = self._cams[name] = CameraAlerts.start(name, self._settings(name), self.store)
+            cam = self._cams[name] = CameraAlerts.start(name, self._settings(name), self.store, self.notifier)
             cam.block = self.bundles.entry_for(name).detector.config.scoring.block
             self._clip_settings(name, cam)
         return cam
@@ -376,6 +394,7 @@ class ScorerService:
             "loaded_bundles": len(loaded),
             "max_bundles": self.bundles.max_bundles,
             "bundles": loaded,
+            "notify": {} if self.notifier is None else self.notifier.status(),
         }
 
     def registered(self) -> list[str]:
@@ -499,8 +518,18 @@ class ScorerService:
             return None if cam is None else cam.latest_jpeg()
 
     def close_dangling(self) -> int:
-        """At startup: settle events a previous run left open (ended at their last update)."""
-        return self.store.close_dangling("last_seen")
+        """At startup: settle events a previous run left open (ended at their last update); their end is
+        notified."""
+        dangling = self.store.list_events(status="open", limit=10_000) if self.notifier is not None else []
+        n = self.store.close_dangling("last_seen")
+        for ev in dangling:
+            closed = self.store.get_event(ev.id)
+            if closed is not None and self.notifier is not None:
+                threshold = (self.store.get_trace(ev.id) or {}).get("threshold")  # what it was judged against
+                self.notifier.ended_after_restart(EventInfo(
+                    ev.id, ev.camera, ev.start_s, ev.peak_score, ev.peak_s, threshold, closed.end_s, closed.reason,
+                    closed.label, closed.has_snapshot))
+        return n
 
     def stop(self) -> None:
         """Stop scoring; close every open alert (reason "stopped")."""
@@ -511,4 +540,6 @@ class ScorerService:
             for name, cam in self._cams.items():
                 cam.close(self.store, "stopped")
         self.clips.close()  # the clips of the alerts just closed are written before the scorer goes
+        if self.notifier is not None:
+            self.notifier.stop()  # what was not delivered waits in the outbox for the next start
 

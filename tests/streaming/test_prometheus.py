@@ -29,6 +29,7 @@ def test_every_declared_name_is_exposed_with_its_labels():
     m.camera("door")
     m.scorer("cpu").observe_batch(2, 0.1)
     m.camera_bundle.labels("door").info({"bundle": "0123456789ab"})
+    m.notify_sink("phone", "cpu")  # streaming/notify/: one sink's series
     fams = {f.name: f for f in text_string_to_metric_families(m.render()[0].decode())}
     exposed = {}
     for fam in fams.values():
