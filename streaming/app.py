@@ -64,8 +64,9 @@ and /healthz shows `state_error` while saving fails (the change is live, but a r
 
 Every route but /healthz, /docs, /openapi.json and the page's static files needs `Authorization: Bearer <token>`
 when a token is configured, or the page's session cookie (streaming/web_auth.py: set from `?token=` or the page's
-login form). Request errors
-are 422 with one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`).
+login form), checked before anything of the request is read (streaming/http_guard.py, which also bounds bodies:
+413 past 64 KiB whatever the transfer encoding, 408 when not all there within 10 s). Request errors are 422 with
+one entry per bad field (`{"field": "body.fps", "message": ..., "value": ...}`, the value cut to 200 characters).
 """
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
 import logging
@@ -81,11 +82,12 @@ from ray import serve
 
 from offline.config import Strict
 from offline.scoring.bundle import BundleError
-from streaming import page, status, web_auth
+from streaming import http_guard, page, status
 from streaming.bundle_set import BundleLimitError
 from streaming.config import CameraConfig, ServiceConfig, parse_service_config, resolve_paths
 from streaming.credentials import scrub_url
 from streaming.fleet import Fleet, NoScorerError
+from streaming.inputs import PathText
 from streaming.disk_limit import DiskLimitError
 from streaming.learn_jobs import JobConflict, LearnJobs, LearnRequest
 from streaming.recordings import RecordingRequest, Recordings
@@ -99,18 +101,29 @@ api.include_router(page.router)
 
 
 MAX_BODY_BYTES = 64 * 1024  # a camera config is well under 1 KiB
+BODY_TIMEOUT_S = 10.0  # a body still arriving after this is 408: a slow client cannot hold a request slot
+MAX_VALUE_CHARS = 200  # of a bad value echoed in a 422
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})  # and the page's (page.public_path)
+
+
+def _replica_token() -> str | None:
+    return serve.get_replica_context().servable_object.token
+
+
+api.add_middleware(http_guard.RequestGuard, token=_replica_token, max_body=MAX_BODY_BYTES, body_timeout_s=BODY_TIMEOUT_S,
+                   public=lambda path: path in PUBLIC_PATHS or page.public_path(path))
 
 
 class BundleRequest(Strict):
     """Body of PUT /bundle."""
 
-    path: str = Field(min_length=1, max_length=4096, description="absolute path of the bundle directory to score with")
+    path: PathText = Field(min_length=1, max_length=4096, description="absolute path of the bundle directory to score with")
 
 
 class CameraBundleRequest(Strict):
     """Body of PUT /cameras/{name}/bundle."""
 
-    path: str | None = Field(min_length=1, max_length=4096,
+    path: PathText | None = Field(min_length=1, max_length=4096,
                              description="absolute path of the camera's own bundle directory; null: the default bundle")
 
 
@@ -128,15 +141,6 @@ def _absolute(field: str, path: Any) -> None:
                                  f"yours), got {str(path)!r}")
 
 
-@api.middleware("http")
-async def _limit_body(request: Request, call_next):
-    """Refuse oversized request bodies (413) before anything parses them."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        return JSONResponse({"detail": f"request body too large ({length} bytes; limit {MAX_BODY_BYTES})"}, 413)
-    return await call_next(request)
-
-
 def _field_errors(errors: list[dict], prefix: str = "", with_value: bool = True) -> JSONResponse:
     """422 with one entry per bad field (`field`, `message`, and `value` unless told not to), secrets scrubbed."""
     out = []
@@ -147,7 +151,8 @@ def _field_errors(errors: list[dict], prefix: str = "", with_value: bool = True)
         }
         if with_value:
             value = err.get("input")
-            entry["value"] = None if isinstance(value, (dict, list)) else scrub_url(repr(value))
+            # scrubbed before it is cut, so that a cut never splits a credential out of the scrubber's sight
+            entry["value"] = None if isinstance(value, (dict, list)) else scrub_url(repr(value))[:MAX_VALUE_CHARS]
         out.append(entry)
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in out)
     return JSONResponse({"detail": detail, "errors": out}, status_code=422)
@@ -174,10 +179,6 @@ class ControlPlane(page.PageRoutes):
         self.recordings = Recordings(cfg.recordings, cfg.namespace)
         self.learn_jobs = LearnJobs(cfg.learn, swap=lambda name, path: self.fleet.swap_camera_bundle(name, path, via_api=True))
         page.log_ready(cfg.http.host, cfg.http.port, len(self.fleet.cameras), self.token is not None)
-
-    def _auth(self, request: Request) -> None:
-        if not web_auth.authorised(self.token, request.headers.get("authorization"), request.cookies.get(web_auth.COOKIE)):
-            raise HTTPException(401, "missing or wrong bearer token (header Authorization)", {"WWW-Authenticate": "Bearer"})
 
     def _camera(self, name: str) -> CameraConfig:
         cam = self.fleet.cameras.get(name)
@@ -220,30 +221,26 @@ class ControlPlane(page.PageRoutes):
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @api.get("/metrics")
-    def metrics(self, request: Request) -> Response:
+    def metrics(self) -> Response:
         """GET /metrics: the Prometheus exposition of the whole fleet."""
-        self._auth(request)
         body, ctype = status.render_metrics(self.fleet)
         return Response(body, media_type=ctype)
 
     @api.get("/cameras")
-    def list_cameras(self, request: Request) -> list[dict]:
+    def list_cameras(self) -> list[dict]:
         """GET /cameras: one status row per camera."""
-        self._auth(request)
         return status.camera_rows(self.fleet)
 
     @api.get("/cameras/{name}")
-    def get_camera(self, name: str, request: Request) -> dict:
+    def get_camera(self, name: str) -> dict:
         """GET /cameras/{name}: its status row and its config (URL scrubbed)."""
-        self._auth(request)
         self._camera(name)
         return {**status.camera_rows(self.fleet, [name])[0], "config": self.fleet.cameras[name].public()}
 
     @api.post("/cameras", status_code=201)
-    def add_camera(self, cam: CameraConfig, request: Request) -> Any:
+    def add_camera(self, cam: CameraConfig) -> Any:
         """POST /cameras: start a camera (201; 409 when the name exists, 403 for a file outside the roots); saved
         for the next start."""
-        self._auth(request)
         self._confine(cam)
 
         def add() -> dict:
@@ -256,9 +253,8 @@ class ControlPlane(page.PageRoutes):
         return self._change(cam, add)
 
     @api.put("/cameras/{name}")
-    def replace_camera(self, name: str, cam: CameraConfig, request: Request) -> Any:
+    def replace_camera(self, name: str, cam: CameraConfig) -> Any:
         """PUT /cameras/{name}: replace its config (alert-only changes apply live, others restart its decoder)."""
-        self._auth(request)
         self._camera(name)
         if cam.name != name:
             raise HTTPException(422, f"body.name: {cam.name!r} differs from the path's camera {name!r} (rename = delete + add)")
@@ -266,9 +262,8 @@ class ControlPlane(page.PageRoutes):
         return self._change(cam, lambda: self._updated(cam))
 
     @api.patch("/cameras/{name}")
-    def patch_camera(self, name: str, changes: dict, request: Request) -> Any:
+    def patch_camera(self, name: str, changes: dict) -> Any:
         """PATCH /cameras/{name}: change some fields of its config, validated as a whole."""
-        self._auth(request)
         old = self._camera(name)
         if "name" in changes and changes["name"] != name:
             raise HTTPException(422, f"body.name: cannot rename {name!r} (delete + add)")
@@ -284,10 +279,9 @@ class ControlPlane(page.PageRoutes):
         return {**status.camera_rows(self.fleet, [cam.name])[0], "applied": how, **self.fleet.persistence()}
 
     @api.put("/cameras/{name}/bundle")
-    def put_camera_bundle(self, name: str, body: CameraBundleRequest, request: Request) -> Any:
+    def put_camera_bundle(self, name: str, body: CameraBundleRequest) -> Any:
         """PUT /cameras/{name}/bundle: hot-swap one camera's bundle (null: the default); 404 unknown camera, 403
         outside the roots, 422 refused (the running bundle keeps scoring), 409 over `scorer.max_bundles`."""
-        self._auth(request)
         self._camera(name)
         _absolute("body.path", body.path)
         try:
@@ -303,18 +297,16 @@ class ControlPlane(page.PageRoutes):
         return {"camera": name, **info, **self.fleet.persistence()}
 
     @api.delete("/cameras/{name}", status_code=204)
-    def delete_camera(self, name: str, request: Request) -> Response:
+    def delete_camera(self, name: str) -> Response:
         """DELETE /cameras/{name}: stop and remove it (its open alert closes, reason "removed")."""
-        self._auth(request)
         self._camera(name)
         self.fleet.remove(name, via_api=True)
         saved = self.fleet.persistence()["persisted"]
         return Response(status_code=204, headers={"X-VAD-Persisted": "true" if saved else "false"})
 
     @api.post("/cameras/{name}/recordings", status_code=202)
-    def start_recording(self, name: str, body: RecordingRequest, request: Request) -> dict:
+    def start_recording(self, name: str, body: RecordingRequest) -> dict:
         """POST /cameras/{name}/recordings: record `minutes` of the camera's footage (202; 404, 409, 507)."""
-        self._auth(request)
         cam = self._camera(name)
         try:
             real = self.fleet.cfg.confine_camera(cam.url)  # a file camera is read at its checked real path
@@ -328,25 +320,22 @@ class ControlPlane(page.PageRoutes):
             raise HTTPException(507, str(exc)) from None
 
     @api.get("/recordings")
-    def list_recordings(self, request: Request) -> list[dict]:
+    def list_recordings(self) -> list[dict]:
         """GET /recordings: every recording of this run, newest first, with its progress."""
-        self._auth(request)
         return self.recordings.list()
 
     @api.get("/recordings/{rid}")
-    def get_recording(self, rid: str, request: Request) -> dict:
+    def get_recording(self, rid: str) -> dict:
         """GET /recordings/{id}: one recording's state and progress (404 if unknown)."""
-        self._auth(request)
         rec = self.recordings.get(rid)
         if rec is None:
             raise HTTPException(404, f"no recording {rid!r}")
         return rec
 
     @api.post("/cameras/{name}/learn", status_code=202)
-    def start_learn(self, name: str, body: LearnRequest, request: Request) -> dict:
+    def start_learn(self, name: str, body: LearnRequest) -> dict:
         """POST /cameras/{name}/learn: learn the camera's scene from its recordings in a Ray task (202; 404 unknown
         camera, 409 while it learns or when it has no recordings yet)."""
-        self._auth(request)
         cam = self._camera(name)
         settings = cam.alert_settings(self.fleet.cfg.alerts)
         rules = {"min_duration_s": settings.min_duration_s, "hysteresis": settings.hysteresis}
@@ -357,24 +346,21 @@ class ControlPlane(page.PageRoutes):
             raise HTTPException(409, str(exc)) from None
 
     @api.get("/jobs")
-    def list_jobs(self, request: Request, camera: str | None = Query(None, max_length=64)) -> list[dict]:
+    def list_jobs(self, camera: str | None = Query(None, max_length=64)) -> list[dict]:
         """GET /jobs?camera=: learn jobs of this run, newest first, with progress and results."""
-        self._auth(request)
         return self.learn_jobs.list(camera)
 
     @api.get("/jobs/{job_id}")
-    def get_job(self, job_id: str, request: Request) -> dict:
+    def get_job(self, job_id: str) -> dict:
         """GET /jobs/{id}: one learn job (state, progress, result or the reason it failed); 404 if unknown."""
-        self._auth(request)
         job = self.learn_jobs.get(job_id)
         if job is None:
             raise HTTPException(404, f"no learn job {job_id!r}")
         return job
 
     @api.get("/scorers")
-    def scorers(self, request: Request) -> dict:
+    def scorers(self) -> dict:
         """GET /scorers: batching and utilisation per scorer actor."""
-        self._auth(request)
         return {
             k: {**(v if isinstance(v, dict) else {"alive": False, "error": str(v)[:300]}),
                 "actor": self.fleet.scorer_actor_names.get(k)}
@@ -382,15 +368,13 @@ class ControlPlane(page.PageRoutes):
         }
 
     @api.get("/bundle")
-    def get_bundle(self, request: Request) -> dict:
+    def get_bundle(self) -> dict:
         """GET /bundle: the bundle being scored with (path, weights sha256 prefix, version)."""
-        self._auth(request)
         return self.fleet.bundle_info()
 
     @api.put("/bundle")
-    def put_bundle(self, body: BundleRequest, request: Request) -> Any:
+    def put_bundle(self, body: BundleRequest) -> Any:
         """PUT /bundle: hot-swap every scorer to a bundle under the allowed roots (403 outside, 422 refused)."""
-        self._auth(request)
         _absolute("body.path", body.path)
         try:
             real = self.fleet.cfg.scorer.confine(body.path)  # symlinks and `..` resolved: neither escapes a root
@@ -406,17 +390,16 @@ class ControlPlane(page.PageRoutes):
     @api.get("/events")
     def events(
         self,
-        request: Request,
         camera: str | None = None,
-        since: float | None = Query(None, description="epoch seconds: events still going at or after this"),
-        until: float | None = Query(None, description="epoch seconds: events started at or before this"),
+        since: float | None = Query(None, allow_inf_nan=False,
+                                    description="epoch seconds: events still going at or after this"),
+        until: float | None = Query(None, allow_inf_nan=False, description="epoch seconds: events started at or before this"),
         min_score: float | None = Query(None, ge=0, le=1),
         status: Literal["open", "closed"] | None = None,
         label: Literal["false_alarm", "anomaly", "none"] | None = Query(None, description="none: not labelled yet"),
         limit: int = Query(100, ge=1, le=10_000),
     ) -> list[dict]:
         """GET /events: alert events, newest first, filtered by camera, time, score, status and label."""
-        self._auth(request)
         if since is not None and until is not None and since > until:
             raise HTTPException(422, f"query.since ({since}) must not be after query.until ({until})")
         return self._events(
@@ -425,18 +408,16 @@ class ControlPlane(page.PageRoutes):
         )
 
     @api.get("/events/{event_id}")
-    def event(self, event_id: int, request: Request) -> dict:
+    def event(self, event_id: page.EventId) -> dict:
         """GET /events/{id}: one event (404 if unknown)."""
-        self._auth(request)
         ev = self._events("get_event", event_id)
         if ev is None:
             raise HTTPException(404, f"no event {event_id}")
         return ev
 
     @api.get("/events/{event_id}/snapshot")
-    def snapshot(self, event_id: int, request: Request) -> Response:
+    def snapshot(self, event_id: page.EventId) -> Response:
         """GET /events/{id}/snapshot: the event's JPEG (peak frame with the error heatmap)."""
-        self._auth(request)
         jpeg = self._events("get_snapshot", event_id)
         if jpeg is None:
             raise HTTPException(404, f"event {event_id} has no snapshot (or does not exist)")

@@ -18,10 +18,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from offline.config import ConfigError, Strict, format_validation_error, read_yaml
 from streaming.credentials import camera_env_prefix, scrub_url
+from streaming.inputs import check_source_url, no_control_chars
 from streaming.notify.settings import NotifyConfig
 
 APP_IMPORT_PATH = "streaming.app:build_app"
-URL_SCHEMES = ("rtsp", "rtsps", "file", "demo")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 ALERT_FIELDS = frozenset({"threshold", "min_duration_s", "hysteresis", "max_false_alerts_per_hour"})  # a camera may override
 
@@ -85,18 +85,12 @@ class CameraConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        v = v.strip()
-        parts = urlsplit(v)
-        scheme = parts.scheme.lower()
-        if len(scheme) <= 1:  # a plain path (or a Windows drive letter)
-            return v
-        if scheme not in URL_SCHEMES:
-            raise ValueError(f"unsupported URL scheme {scheme!r}; use one of {', '.join(URL_SCHEMES)} or a file path")
-        if scheme in ("rtsp", "rtsps") and not parts.hostname:
-            raise ValueError("RTSP URL has no host")
-        if scheme == "demo" and not (parts.netloc or parts.path.strip("/")):
-            raise ValueError("demo URL needs a name, e.g. demo://street?seed=0")
-        return v
+        return check_source_url(v)  # every scheme's parameters (a demo feed's size too), at add time
+
+    @field_validator("bundle")
+    @classmethod
+    def _bundle(cls, v: Path | None) -> Path | None:
+        return v if v is None else Path(no_control_chars(str(v)))
 
     @property
     def env_prefix(self) -> str:

@@ -33,11 +33,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlencode
 
 import ray
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field
 
@@ -60,6 +61,9 @@ HTML_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# SQLite's integer range: a larger id is a client's mistake (422), not a store failure
+EventId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="event id")]
+PAGE_PATHS = frozenset({"/", "/ui/events", "/ui/learning", "/ui/login", "/docs"})
 _NEXT = re.compile(r"^/[A-Za-z0-9/_-]*$")  # where the login form may send the browser back to: this service's paths
 
 
@@ -72,6 +76,12 @@ class LabelRequest(Strict):
     """Body of POST /events/{id}/label."""
 
     label: Label = Field(description="the operator's verdict: false_alarm or anomaly")
+
+
+def public_path(path: str) -> bool:
+    """True for the page's paths that need no token: its script and style, and its pages (each answers 401 with the
+    login form itself)."""
+    return path in PAGE_PATHS or path.startswith(("/ui/static/", "/ui/events/"))
 
 
 def base_path(request: Request) -> str:
@@ -93,7 +103,7 @@ def log_ready(host: str, port: int, cameras: int, token: bool) -> None:
 
 class PageRoutes:
     """The page's routes (a mixin of app.ControlPlane, which provides `token`, `fleet`, `recordings`, `learn_jobs`
-    and `_auth`)."""
+    the token checked in front of every route by streaming/http_guard.py)."""
 
     # ------------------------------------------------------------------------------------------- helpers
     def _page_gate(self, request: Request) -> Response | None:
@@ -160,7 +170,7 @@ class PageRoutes:
         return html(page_html.events_page(base_path(request), events, cameras, camera, label, since, limit))
 
     @router.get("/ui/events/{event_id}", response_class=HTMLResponse, include_in_schema=False)
-    def page_event(self, event_id: int, request: Request) -> Response:
+    def page_event(self, event_id: EventId, request: Request) -> Response:
         """One event's page."""
         gate = self._page_gate(request)
         if gate is not None:
@@ -212,38 +222,34 @@ class PageRoutes:
     # ---------------------------------------------------------------------------------------- page data
     @router.get("/cameras/{name}/scores")
     def camera_scores(
-        self, name: str, request: Request,
+        self, name: str,
         seconds: float = Query(300.0, gt=0, le=HORIZON_S, description="how far back, seconds"),
     ) -> dict:
         """GET /cameras/{name}/scores: the camera's scores of the last `seconds` as [[t, score], ...] (at most 600
         points, peaks kept) with its alert threshold; points is empty before the first scored window."""
-        self._auth(request)
         scorer = self._camera_scorer(name)
         hist = self._ask(scorer.score_history.remote(name, seconds))
         return hist or {"camera": name, "seconds": seconds, "threshold": None, "alert_open": False, "points": []}
 
     @router.get("/cameras/{name}/frame")
-    def camera_frame(self, name: str, request: Request) -> Response:
+    def camera_frame(self, name: str) -> Response:
         """GET /cameras/{name}/frame: JPEG of the camera's newest scored frame, as the model saw it."""
-        self._auth(request)
         jpeg = self._ask(self._camera_scorer(name).latest_frame.remote(name))
         if jpeg is None:
             raise HTTPException(404, f"camera {name!r} has no scored frame yet")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @router.get("/events/{event_id}/scores")
-    def event_scores(self, event_id: int, request: Request) -> dict:
+    def event_scores(self, event_id: EventId) -> dict:
         """GET /events/{id}/scores: the event's score trace {"threshold", "points": [[t, score], ...]}."""
-        self._auth(request)
         trace = self._events("get_trace", event_id)
         if trace is None:
             raise HTTPException(404, f"event {event_id} has no score trace (or does not exist)")
         return trace
 
     @router.get("/events/{event_id}/clip")
-    def event_clip(self, event_id: int, request: Request) -> Response:
+    def event_clip(self, event_id: EventId) -> Response:
         """GET /events/{id}/clip: the alert's footage, at the model's input size (Matroska, H.264)."""
-        self._auth(request)
         clip = self._events("get_clip", event_id)
         if clip is None:
             raise HTTPException(404, f"event {event_id} has no clip (or does not exist)")
@@ -251,12 +257,11 @@ class PageRoutes:
                         headers={"Content-Disposition": f'attachment; filename="event-{event_id}.mkv"'})
 
     @router.post("/events/{event_id}/label")
-    def label_event(self, event_id: int, body: LabelRequest, request: Request) -> dict:
+    def label_event(self, event_id: EventId, body: LabelRequest) -> dict:
         """POST /events/{id}/label: record the operator's verdict (false_alarm or anomaly); the labelled event with
         `footage`: "kept" (a false alarm's clip now is normal footage of the camera's next learn, `footage_path`),
         "removed" (an anomaly's is not), "pending" (kept once the alert's clip is written) or "none"
         (`footage_reason`: no clip, e.g. the event predates clips or its clip was pruned)."""
-        self._auth(request)
         ev = self._events("set_label", event_id, body.label)
         if ev is None:
             raise HTTPException(404, f"no event {event_id}")

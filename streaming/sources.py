@@ -26,11 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from streaming.credentials import LIVE_SCHEMES, scrub_url
+from streaming.inputs import DemoParams
 
 logger = logging.getLogger(__name__)
 
@@ -231,22 +232,12 @@ class DemoStream(Stream):
     def __init__(self, url: str, realtime: bool = True):
         from streaming.demo_feed import DemoFeed
 
-        parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        allowed = {"seed", "fps", "size", "anomaly_every_s", "start", "loop_s"}
-        unknown = set(query) - allowed
-        if unknown:
-            raise StreamURLError(f"{scrub_url(url)}: unknown demo parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         try:
-            seed = int(query.get("seed", 0))
-            fps = float(query.get("fps", 25))
-            size = int(query.get("size", 256))
-            every = float(query.get("anomaly_every_s", 20))
-            self.start_frame = int(query.get("start", 0))
-            loop_s = float(query["loop_s"]) if "loop_s" in query else None
-            self.feed = DemoFeed(seed=seed, fps=fps, size=size, anomaly_every_s=every or None)
+            p = DemoParams.from_url(url)
         except ValueError as e:
-            raise StreamURLError(f"{scrub_url(url)}: bad demo parameter: {e}") from None
+            raise StreamURLError(f"{scrub_url(url)}: {e}") from None
+        self.start_frame, loop_s, fps = p.start, p.loop_s, p.fps
+        self.feed = DemoFeed(seed=p.seed, fps=fps, size=p.size, anomaly_every_s=p.anomaly_every_s or None)
         self.loop_frames = int(round(loop_s * fps)) if loop_s else None
         self.realtime = realtime
         super().__init__(url, fps, live=True)
