@@ -1,6 +1,6 @@
 """One prepared GPU run: GPU tests, TV-L1 speed, scorer throughput, paper-size Ped2 training + eval, LDM speed.
 
-    python bench/gpu_run.py                      # on the GPU machine (see ../shared/GPU.md), ~9 minutes
+    python bench/gpu_run.py                      # on the GPU machine (see ../shared/GPU.md), 8 minutes
     python bench/gpu_run.py --tiny --out /tmp/g  # CPU, toy sizes, about a minute (CI runs it: tests/bench)
 
 GPU time is lent for 15 minutes at a time, machine start included, so this is one command that must be right the
@@ -9,6 +9,8 @@ step that hangs or crashes costs only its own box; the training step's epochs ar
 and steps that no longer fit are skipped and say so. Results are merged into `$OUT/results.json` after every step
 (what is there comes back even when the command is killed), all output goes to `$OUT/run.log`, and the trained
 bundle comes back as bf16 safetensors under 16 MiB each in `$OUT/bundle/` (`--unpack` rebuilds it here).
+`$OUT/flow_gpu.json` is bench/results/flow.json's "gpu" part (TV-L1 pairs/s, cameras at 25 fps, p99 latency):
+merged into the checkout's file when run on a GPU; `--merge-flow` merges a returned one here.
 The GPU machine has torch 2.11, no Ray and no opencv-contrib: nothing here imports them.
 Over 350 lines on purpose: the whole prepared run is one file, so what travels to the GPU and what `--tiny` tests
 in CI are the same code.
@@ -25,14 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# (step, seconds it is planned to take on an H200 out of the 540 s budget); train gets what the others leave
-STEPS: list[tuple[str, float]] = [("tests", 75), ("flow", 60), ("scorer", 40), ("train", 0), ("ldm", 45)]
+# (step, seconds it is planned to take on an H200 out of the 480 s budget); train gets what the others leave
+STEPS: list[tuple[str, float]] = [("tests", 80), ("flow", 130), ("scorer", 130), ("train", 0), ("ldm", 40)]
 RESERVE_S = 15.0  # kept back for the summary and the bundle's packing
 GPU_TEST_FILES = ["tests/offline/flow/test_gpu.py", "tests/offline/training/test_train.py", "tests/offline/pa/test_inpaint.py"]
 
@@ -96,7 +98,7 @@ def step_tests(args) -> dict:
     files = [f for f in GPU_TEST_FILES if (REPO / f).is_file()]
     xml = Path(args.work) / "gpu-tests.xml"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfEs",
-                           f"--junitxml={xml}", *files], cwd=REPO, timeout=args.timeout)
+                           "--durations=20", f"--junitxml={xml}", *files], cwd=REPO, timeout=args.timeout)
     counts = {}
     if xml.is_file():
         suite = ET.parse(xml).getroot()
@@ -104,6 +106,12 @@ def step_tests(args) -> dict:
         counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or f"exit {proc.returncode}"
     return {"files": files, "rc": proc.returncode, "summary": summary, **counts}
+
+
+def save_partial(args, step: str, result: dict) -> None:
+    """The step's result so far, where the orchestrator reads it even when the step is killed at its box."""
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    (Path(args.work) / f"{step}.json").write_text(json.dumps(result, indent=1, default=str))
 
 
 # ---------------------------------------------------------------- step 2: TV-L1 speed, floor, iteration budget
@@ -132,78 +140,239 @@ def copy_bandwidth(device, nbytes: int) -> float:
 
 
 def step_flow(args) -> dict:
-    """Step 2: TV-L1 pairs/s per batch, iterations run, distance from the bandwidth floor, iteration-budget sweep."""
-    import torch
+    """Step 2: TV-L1 per solver mode (eager; the fixed schedule from CUDA graphs) and batch: the chosen budget at
+    128 px and OpenCV's parameters at 256 px (and cut to one outer iteration, with its EPE against the full
+    schedule): pairs/s, graph capture seconds, iterations the stopping rule needs, distance from the bandwidth floor."""
+    from bench.flow import BATCHES, cuda_rows, default_budget, parse_budget
+    from offline.flow.tvl1 import TVL1Params
 
-    from offline.flow.tvl1 import TVL1, TVL1Params, bytes_per_iteration
-
-    dev, size = args.device, args.size
-    batches = (1, 4) if args.tiny else (1, 16, 64, 256)
-    runs = 2 if args.tiny else 5
-    params = TVL1Params(nscales=3, warps=2, outer_iterations=3) if args.tiny else TVL1Params()
-    compile_ = {"auto": None if dev == "cuda" else False, "on": True, "off": False}[args.flow_compile]
-    g0, g1 = (t.to(dev) for t in load_pairs(max(batches), size))
+    dev = args.device
+    t0 = time.monotonic()
+    box = args.timeout - 10
     bw = copy_bandwidth(dev, (64 << 20) if args.tiny else (1 << 30))
-    res: dict = {"size": size, "params": asdict(params), "copy_bandwidth_GBps": round(bw / 1e9, 1), "batches": [], "budget": []}
-    est = TVL1(params, compile=compile_)
-    full = None
-    for b in batches:
-        t0 = time.perf_counter()
-        times = timed(lambda: est(g0[:b], g1[:b]), dev, runs)
-        flow, stats = est(g0[:b], g1[:b], return_stats=True)
-        moved = sum(int(it.max()) * bytes_per_iteration(b, h, w) for (h, w), it in zip(stats.sizes, stats.iterations))
-        med = statistics.median(times)
-        row = {"batch": b, "ms_per_call": round(med * 1000, 2), "pairs_per_s": round(b / med, 1),
-               "iterations_per_scale": [int(it.max()) for it in stats.iterations],
-               "floor_ms": round(moved / bw * 1000, 2), "measured_over_floor": round(med / (moved / bw), 2),
-               "first_call_s": round(time.perf_counter() - t0 - sum(times), 1)}
-        res["batches"].append(row)
+    budget = parse_budget(args.budget or default_budget())
+    opencv = TVL1Params()
+    if args.tiny:  # toy sizes and schedules: the code path, not the speed
+        opencv = TVL1Params(nscales=3, warps=2, outer_iterations=3)
+        plan = [("128 chosen", budget, 32, (1, 4), ("eager", "graphed"), 2, 0.4),
+                ("256 opencv", opencv, 32, (1, 4), ("eager", "graphed"), 2, 0.8),
+                ("256 opencv outer=1", replace(opencv, outer_iterations=1), 32, (4,), ("graphed",), 2, 1.0)]
+    else:  # (label, params, size, batches, modes, timed runs, end of its time as a fraction of the box)
+        plan = [("128 chosen", budget, 128, BATCHES, ("eager", "graphed"), 5, 0.3),
+                ("256 opencv", opencv, 256, (1, 16, 64, 256), ("eager", "graphed"), 3, 0.8),
+                ("256 opencv outer=1", replace(opencv, outer_iterations=1), 256, (64, 256), ("graphed",), 3, 1.0)]
+    res: dict = {"copy_bandwidth_GBps": round(bw / 1e9, 1), "budget_128": asdict(budget), "opencv_256": asdict(opencv),
+                 "rows": []}
+    full_256: dict = {}
+
+    def emit(row: dict) -> None:  # each row into the log and into the step's partial result (a killed step keeps it)
         print(json.dumps(row), flush=True)
-        full = flow
-    b = max(batches)
-    budgets = ((5, 10, 30), (5, 3, 30), (3, 3, 30), (3, 1, 30), (2, 1, 20), (1, 1, 20))
-    for warps, outer, inner in budgets[:3] if args.tiny else budgets:
-        cut = TVL1(replace(params, warps=warps, outer_iterations=outer, inner_iterations=inner), compile=compile_)
-        med = statistics.median(timed(lambda: cut(g0, g1), dev, runs))
-        epe = float(torch.linalg.vector_norm(cut(g0, g1) - full, dim=1).mean())
-        row = {"warps": warps, "outer": outer, "inner": inner, "pairs_per_s": round(b / med, 1), "epe_vs_full_px": round(epe, 4)}
-        res["budget"].append(row)
-        print(json.dumps(row), flush=True)
+        res["rows"].append(row)
+        for key, label in (("pairs_per_s_128_chosen", "128 chosen"), ("pairs_per_s_256_opencv", "256 opencv")):
+            done = [r for r in res["rows"] if r["config"] == label and "pairs_per_s" in r]
+            best = max(done, key=lambda r: r["pairs_per_s"], default=None)
+            res[key] = None if best is None else best["pairs_per_s"]
+            res[key + "_at"] = None if best is None else {"mode": best["mode"], "batch": best["batch"]}
+        save_partial(args, "flow", res)
+
+    for label, params, size, batches, modes, runs, until in plan:
+        cuda_rows(label, params, size, batches, runs, bw, modes=modes, emit=emit, deadline=t0 + until * box,
+                  reference=full_256 if label.startswith("256") else None, device=dev)
     return res
 
 
-# ---------------------------------------------------------------- step 3: the scorer on a paper-size bundle
-def step_scorer(args) -> dict:
-    """Step 3: Detector.score windows/s and latency per batch on a paper-size bundle (both AEs + torch TV-L1)."""
+# ---------------------------------------------------------------- step 3: the scorer fed by N cameras at 25 fps
+@dataclass
+class SyntheticWindow:
+    """A window as the ring buffer hands it to the scorer (streaming.batching.WindowLike)."""
+
+    camera: str
+    frames: object  # (T, H, W, 3) uint8
+    indices: object  # (T,)
+    wall_s: object  # (T,) when each frame was "decoded"
+
+
+def demo_windows(size: int, window: int, hop: int, frames: int = 160) -> list:
+    """The demo scene's first `frames` frames (walkers, a textured background, sensor noise) cut into the windows a
+    camera would send, looped: every camera plays them, each from its own offset."""
     import numpy as np
+
+    from streaming.demo_feed import DemoFeed
+
+    feed = DemoFeed(seed=0, fps=25.0, size=size, anomaly_every_s=None)
+    pool = np.stack([feed.frame(i) for i in range(frames)])
+    return [pool[(j * hop + np.arange(window)) % frames] for j in range(frames // hop)]
+
+
+def run_cameras(det, windows: list, cameras: int, seconds: float, warmup_s: float, hop: int, max_batch: int,
+                max_wait_s: float = 0.05, fps: float = 25.0) -> dict:
+    """`cameras` synthetic 25 fps streams into the service's queue (PendingWindows: drop-oldest, 2 per camera), one
+    scorer thread draining it through a fresh BatchScorer (per-camera normalisers start anew); frame-to-score
+    latency (from a frame's decode time to its score), drops and scored frames over `seconds` after `warmup_s`.
+    Cameras are staggered over one hop."""
+    import heapq
+    import threading
+
+    import numpy as np
+
+    from streaming.batching import BatchScorer, PendingWindows, frame_scorer_factory
+
+    scorer = BatchScorer(det, frame_scorer_factory(det), max_batch=max_batch, return_maps=False)
+    window = len(windows[0])
+    queue = PendingWindows(max_pending=2)
+    stop = threading.Event()
+    t0 = time.time() + 0.05
+    measure_from = t0 + warmup_s
+    lat: list = []  # (decode time, latency) of each frame scored after measure_from
+
+    def produce() -> None:
+        offset = [c / cameras * hop / fps for c in range(cameras)]
+        heap = [(t0 + offset[c] + (window - 1) / fps, c, window) for c in range(cameras)]  # (release, camera, end)
+        while not stop.is_set():
+            release, c, end = heapq.heappop(heap)
+            wait = release - time.time()
+            if wait > 0 and stop.wait(wait):
+                return
+            idx = np.arange(end - window, end)
+            queue.put(SyntheticWindow(f"cam{c:03d}", windows[(end // hop + c) % len(windows)], idx, t0 + offset[c] + idx / fps))
+            heapq.heappush(heap, (release + hop / fps, c, end + hop))
+
+    def consume() -> None:
+        while not stop.is_set():
+            batch = queue.take(max_batch, max_wait_s, timeout_s=0.2)
+            if not batch:
+                continue
+            results = scorer.score(batch)
+            done = time.time()
+            for r in results:
+                wall = np.asarray(r.wall_s)[np.asarray(r.wall_s) >= measure_from]
+                lat.extend(zip(wall.tolist(), (done - wall).tolist()))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (produce, consume)]
+    for t in threads:
+        t.start()
+    time.sleep(max(0.0, measure_from - time.time()))
+    dropped0 = sum(queue.dropped.values())
+    time.sleep(seconds)
+    dropped = sum(queue.dropped.values()) - dropped0
+    measure_end = time.time()
+    stop.set()
+    queue.close()
+    for t in threads:
+        t.join(timeout=30)
+    # frames decoded early enough that a scorer keeping up (their window filled, one second to score it) has scored them
+    cutoff = measure_end - window / fps - 1.0
+    expected = cameras * fps * max(0.0, cutoff - measure_from)
+    scored = sum(1 for wall, _ in lat if wall < cutoff)
+    arr = np.asarray([latency for _, latency in lat])
+    return {"cameras": cameras, "seconds": seconds, "dropped_windows": dropped, "scored_frames": scored,
+            "expected_frames": round(expected), "max_batch": max_batch,
+            "sustained": dropped == 0 and scored >= 0.95 * expected,
+            "latency_p50_s": round(float(np.percentile(arr, 50)), 3) if arr.size else None,
+            "latency_p99_s": round(float(np.percentile(arr, 99)), 3) if arr.size else None}
+
+
+def largest_sustained(trial, deadline: float, start: int = 1, most: int = 1024, rows: list | None = None,
+                      on_trial=None) -> dict | None:
+    """The largest N whose trial(N) is sustained: doubling from `start`, then bisecting, until `deadline`. Each
+    trial's row is appended to `rows`, then on_trial(best trial so far) is called."""
+    rows = [] if rows is None else rows
+    best, fail = None, None
+    n = start
+    while time.monotonic() < deadline and n <= most:
+        r = trial(n)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+        if r["sustained"]:
+            best = r
+        if on_trial is not None:
+            on_trial(best)
+        if r["sustained"]:
+            if fail is None:
+                n *= 2
+                continue
+        else:
+            fail = n
+        lo = best["cameras"] if best else 0
+        if fail - lo <= max(1, lo // 8):
+            break
+        n = (lo + fail) // 2
+    return best
+
+
+def scorer_bundle(kind: str, tmp: Path, args) -> Path:
+    """The two bundles measured: `cpu` (the cpu recipe's shape: 128 px, widths 48/64/128, CPU_RECIPE scoring, the
+    cpu schedule's flow budget with warm start) and `paper` (both AEs 96/128/256 at 256 px, OpenCV's TV-L1
+    parameters), untrained: speed does not depend on the weights. The torch TV-L1 on the device, from CUDA graphs
+    or eager kernels (`--scorer-flow`; auto: graphs for the cpu budget, eager for OpenCV's schedule, whose fixed
+    schedule runs ~15x the iterations its stopping rule needs)."""
+    from offline.config import FlowConfig
+    from offline.learn import CPU_RECIPE, CPU_RECIPE_WEIGHTS
+    from offline.scoring.bundle import ScoringSpec, random_bundle
+    from offline.training.cli import CPU_FLOW_BUDGET
+
+    graphs = args.scorer_flow == "graphed" or (args.scorer_flow == "auto" and kind == "cpu")
+    flow = dict(backend="torch", compile="off", cuda_graphs=graphs)
+    if args.tiny:
+        return random_bundle(tmp / kind, size=32, channels=(8, 16, 32), flow=FlowConfig(**flow, scales=2, warps=1,
+                             outer_iterations=1, inner_iterations=5, warm_start=kind == "cpu"),
+                             scoring=ScoringSpec(weights=CPU_RECIPE_WEIGHTS, **{**CPU_RECIPE, "block": 8}))
+    if kind == "cpu":
+        return random_bundle(tmp / kind, size=128, channels=(48, 64, 128), flow=FlowConfig(clip=5.0, **flow, **CPU_FLOW_BUDGET),
+                             scoring=ScoringSpec(weights=CPU_RECIPE_WEIGHTS, **CPU_RECIPE))
+    return random_bundle(tmp / kind, size=256, channels=(96, 128, 256), flow=FlowConfig(**flow))
+
+
+def step_scorer(args) -> dict:
+    """Step 3: the real scorer (streaming.batching's queue and BatchScorer over Detector) fed by N synthetic
+    cameras at 25 fps, for the cpu-recipe bundle and the paper-size one: the largest N sustained without drops,
+    p50 / p99 frame-to-score latency there, and the flow graphs' capture time at start."""
     import torch
 
-    from offline.scoring.bundle import random_bundle
     from offline.scoring.detector import Detector
+    from streaming.batching import BatchScorer, frame_scorer_factory
 
     dev = args.device
-    channels = (8, 16, 32) if args.tiny else (96, 128, 256)
-    batches = (1, 2) if args.tiny else (1, 2, 4, 8, 16, 32, 64)
+    t_start = time.monotonic()
+    kinds = ("cpu", "paper")
+    share = {"cpu": 0.45, "paper": 1.0}  # end of each bundle's time as a fraction of the box
+    res: dict = {"flow": args.scorer_flow, "fps": 25.0, "bundles": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        path = random_bundle(Path(tmp) / "b", size=args.size, channels=channels)
-        cfg = json.loads((path / "config.json").read_text())
-        cfg["flow"]["compile"] = args.flow_compile
-        if args.tiny:  # a toy flow budget: the tiny run checks the code path, not the speed
-            cfg["flow"].update(nscales=2, warps=1, outer_iterations=1)
-        (path / "config.json").write_text(json.dumps(cfg))
-        det = Detector.load(path, dev, flow_backend="torch")
-    hop = det.window  # the service's windows today: non-overlapping
-    rows = []
-    for b in batches:
-        x = torch.rand(b, 3, det.window, det.size, det.size, device=dev) * 2 - 1
-        times = timed(lambda: det.score(x), dev, 2 if args.tiny else 8)
-        med = statistics.median(times)
-        row = {"batch": b, "windows_per_s": round(b / med, 1), "cameras_at_25fps": round(b / med * hop / 25.0, 1),
-               "latency_p50_ms": round(med * 1000, 1), "latency_p99_ms": round(float(np.percentile(times, 99)) * 1000, 1)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return {"size": args.size, "channels": channels, "window": det.window, "hop": hop, "flow": "torch TV-L1", "rows": rows,
-            "latency": "from a complete window on the host to its per-frame scores on the host (one Detector.score call)"}
+        for kind in kinds:
+            deadline = t_start + share[kind] * (args.timeout - 10)
+            det = Detector.load(scorer_bundle(kind, Path(tmp), args), dev)
+            hop = det.config.scoring.hop
+            max_batch = 8 if args.tiny else {"cpu": 64, "paper": 16}[kind]
+            t0 = time.perf_counter()
+            capture_s = det.flow_estimator.capture(det.size, det.size, 256 if not args.tiny else 16)
+            scorer = BatchScorer(det, frame_scorer_factory(det), max_batch=max_batch, return_maps=False)
+            windows = demo_windows(det.size, det.window, hop, frames=32 if args.tiny else 160)
+            b = 1
+            while b <= max_batch and time.monotonic() < deadline:  # warm-up: cuDNN plans per batch size
+                scorer.score([SyntheticWindow(f"w{i}", windows[0], list(range(det.window)), [0.0] * det.window)
+                              for i in range(b)])
+                b *= 2
+            sync(dev)
+            entry: dict = {"size": det.size, "hop": hop, "window": det.window, "flow_params": det.config.flow.model_dump(mode="json"),
+                           "capture_s": round(capture_s, 2), "start_s": round(time.perf_counter() - t0, 1)}
+            trial = lambda n: run_cameras(det, windows, n, 3.0 if args.tiny else 4.0, 0.5 if args.tiny else 1.5,  # noqa: E731
+                                          hop, max_batch)
+            start = 1 if args.tiny or kind == "paper" else 16
+            res["bundles"][kind] = entry
+
+            def on_trial(best: dict | None, entry=entry) -> None:
+                entry["cameras_25fps"] = best["cameras"] if best else 0
+                entry["latency_p50_s"] = best["latency_p50_s"] if best else None
+                entry["latency_p99_s"] = best["latency_p99_s"] if best else None
+                save_partial(args, "scorer", res)
+
+            largest_sustained(trial, deadline, start=start, most=4 if args.tiny else 2048, rows=entry.setdefault("trials", []),
+                              on_trial=on_trial)
+            print(kind, json.dumps({k: v for k, v in entry.items() if k != "trials"}), flush=True)
+            del det, scorer
+            if dev == "cuda":
+                torch.cuda.empty_cache()
+    return res
 
 
 # ---------------------------------------------------------------- step 4: paper-size training, export, eval
@@ -457,7 +626,8 @@ def run_all(args) -> int:
         part = work / f"{name}.json"
         cmd = [sys.executable, __file__, "--step", name, "--timeout", f"{box:.0f}", "--out", str(out), "--work", str(work),
                "--data", str(args.data), "--device", args.device, "--size", str(args.size), "--flow-compile", args.flow_compile,
-               ] + (["--tiny"] if args.tiny else [])
+               "--scorer-flow", args.scorer_flow] + (["--tiny"] if args.tiny else []) + (
+               ["--budget", args.budget] if args.budget else [])
         print(f"## {name}: up to {box:.0f} s", flush=True)
         log.write(f"\n## {name} ({datetime.datetime.now().isoformat(timespec='seconds')}), box {box:.0f} s\n")
         log.flush()
@@ -476,9 +646,41 @@ def run_all(args) -> int:
         save()
     results["total_s"] = round(time.monotonic() - t_start, 1)
     save()
+    gpu = flow_gpu_part(results)
+    (out / "flow_gpu.json").write_text(json.dumps({"gpu": gpu}, indent=1) + "\n")
+    if not args.tiny and results["machine"]["gpu"]:  # a CPU smoke run never overwrites the recorded figures
+        merge_flow_json(gpu, FLOW_JSON)
     print(summary(results))
     (out / "summary.md").write_text(summary(results) + "\n")
     return 0 if all(s.get("status") in ("ok", "skipped") for s in results["steps"].values()) else 1
+
+
+FLOW_JSON = REPO / "bench" / "results" / "flow.json"
+
+
+def flow_gpu_part(results: dict) -> dict:
+    """bench/results/flow.json's "gpu" part from a run's results: TV-L1 pairs/s (128 px with the chosen budget, 256 px
+    with OpenCV's parameters; the best mode and batch) and the cpu-recipe bundle's cameras at 25 fps without drops
+    and its p99 frame-to-score latency (the paper-size bundle's beside them); null where not measured."""
+    m, s = results["machine"], results["steps"]
+    flow, scorer = s.get("flow", {}), s.get("scorer", {}).get("bundles", {})
+    cpu, paper = scorer.get("cpu", {}), scorer.get("paper", {})
+    return {"device": m.get("gpu"), "date": m.get("date"), "torch": m.get("torch"),
+            "pairs_per_s_128_chosen": flow.get("pairs_per_s_128_chosen"),
+            "pairs_per_s_128_chosen_at": flow.get("pairs_per_s_128_chosen_at"), "budget_128": flow.get("budget_128"),
+            "pairs_per_s_256_opencv": flow.get("pairs_per_s_256_opencv"),
+            "pairs_per_s_256_opencv_at": flow.get("pairs_per_s_256_opencv_at"),
+            "cameras_25fps": cpu.get("cameras_25fps"), "p99_latency_s": cpu.get("latency_p99_s"),
+            "cameras_25fps_paper": paper.get("cameras_25fps"), "p99_latency_s_paper": paper.get("latency_p99_s"),
+            "command": "python3 bench/gpu_run.py " + " ".join(sys.argv[1:])}
+
+
+def merge_flow_json(gpu: dict, path: Path) -> None:
+    """Write `gpu` as the file's "gpu" key, keeping every other key (the budget sweep's, the CPU figures)."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["gpu"] = gpu
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def summary(results: dict) -> str:
@@ -492,12 +694,13 @@ def summary(results: dict) -> str:
         head = ""
         if name == "tests":
             head = e.get("summary", "")
-        elif name == "flow" and e.get("batches"):
-            b = e["batches"][-1]
-            head = f"batch {b['batch']}: {b['pairs_per_s']} pairs/s, {b['measured_over_floor']}x the bandwidth floor"
-        elif name == "scorer" and e.get("rows"):
-            best = max(e["rows"], key=lambda r: r["windows_per_s"])
-            head = f"best batch {best['batch']}: {best['windows_per_s']} windows/s = {best['cameras_at_25fps']} cameras at 25 fps"
+        elif name == "flow" and e.get("rows"):
+            at = lambda k: e.get(k + "_at") or {}  # noqa: E731
+            head = "; ".join(f"{label}: {e.get(k)} pairs/s ({at(k).get('mode')}, batch {at(k).get('batch')})" for k, label in
+                             (("pairs_per_s_128_chosen", "128 px chosen budget"), ("pairs_per_s_256_opencv", "256 px OpenCV")))
+        elif name == "scorer" and e.get("bundles"):
+            head = "; ".join(f"{k} bundle: {b.get('cameras_25fps')} cameras at 25 fps, p50 {b.get('latency_p50_s')} s, "
+                             f"p99 {b.get('latency_p99_s')} s" for k, b in e["bundles"].items())
         elif name == "train" and e.get("eval"):
             ev = e["eval"]
             m, fm, fd = ev.get("model", {}), ev.get("flow_magnitude", {}), ev.get("frame_difference", {})
@@ -516,12 +719,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU, toy sizes: checks every step in about a minute")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="wall time for all steps, training scales to what is left (default 540; --tiny: 900)")
+                    help="wall time for all steps, training scales to what is left (default 480; --tiny: 900)")
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_run"), help="results.json, run.log, summary.md, bundle/")
     ap.add_argument("--data", type=Path, default=None, help="Ped2 in the shared layout (default: the compact 256x256 copy)")
     ap.add_argument("--flow-compile", choices=["auto", "on", "off"], default="off",
                     help="torch TV-L1 with torch.compile (auto: on CUDA); off by default: on the H200 (2026-11-30) the first "
                     "compiled call had not finished after 60 s, in every fresh process")
+    ap.add_argument("--budget", default=None, help="the chosen TV-L1 budget at 128 px, flow: names, "
+                    "'scales=3,warps=1,inner_iterations=10,outer_iterations=1' (default: the cpu recipe's)")
+    ap.add_argument("--scorer-flow", choices=["auto", "graphed", "eager"], default="auto",
+                    help="the scorer step's torch TV-L1: CUDA graphs or eager kernels (auto: graphs for the cpu bundle's "
+                    "budget, eager for the paper bundle's OpenCV schedule)")
+    ap.add_argument("--merge-flow", type=Path, metavar="FLOW_GPU_JSON",
+                    help="merge a run's OUT/flow_gpu.json into bench/results/flow.json here and exit")
     ap.add_argument("--only", nargs="*", choices=[n for n, _ in STEPS], help="run only these steps")
     ap.add_argument("--unpack", nargs=2, metavar=("PACKED", "BUNDLE"), help="rebuild a bundle from OUT/bundle and exit")
     ap.add_argument("--step", choices=list(STEP_FUNCS), help=argparse.SUPPRESS)
@@ -533,12 +743,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.unpack:
         print(unpack_bundle(Path(args.unpack[0]), Path(args.unpack[1])))
         return 0
+    if args.merge_flow:
+        merge_flow_json(json.loads(args.merge_flow.read_text())["gpu"], FLOW_JSON)
+        print(f"{FLOW_JSON}: gpu part from {args.merge_flow}")
+        return 0
     import torch
 
     args.data = args.data or default_data()
     args.device = args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     args.size = args.size or (32 if args.tiny else 256)
-    args.budget_s = args.budget_s or (900.0 if args.tiny else 540.0)
+    args.budget_s = args.budget_s or (900.0 if args.tiny else 480.0)
     if args.step:
         torch.manual_seed(0)
         result = STEP_FUNCS[args.step](args)

@@ -67,6 +67,11 @@ class FlowConfig(Strict):
     warm_chain: int = Field(16, ge=2, le=256, description="warm start: a chain of pairs restarts cold every this many "
                             "frames, counted from a clip's or a stream's first frame; must equal the window (data.window), "
                             "so each window's flow depends on that window alone, as a camera computes it")
+    cuda_graphs: bool = Field(False, description="torch backend on CUDA: replay the solver from CUDA graphs, one per "
+                              "(batch bucket 1, 2, 4 .. 256, frame size), captured on first use (the same flow; no "
+                              "kernel-launch floor, no compile; takes precedence over `compile`)")
+    compile_cache_dir: Path | None = Field(None, description="where torch.compile keeps its compiled kernels so later "
+                                           "processes reuse them (TORCHINDUCTOR_CACHE_DIR); None: torch's default")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

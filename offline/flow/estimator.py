@@ -15,6 +15,7 @@ import torch
 
 from offline.data.pixels import model_to_gray255
 from offline.flow.encoding import encode_flow
+from offline.flow.graphs import GraphedTVL1, compile_cache
 from offline.flow.opencv_backend import OpenCVTVL1, opencv_available
 from offline.flow.tvl1 import TVL1, TVL1Params
 
@@ -75,7 +76,19 @@ class FlowEstimator:
     def _solver(self, params: TVL1Params):
         if self.backend == "opencv":
             return OpenCVTVL1(params)
+        if self.cfg.cuda_graphs and self.device.type == "cuda":
+            return GraphedTVL1(params)
+        compile_cache(self.cfg.compile_cache_dir)
         return TVL1(params, compile={"auto": None, "on": True, "off": False}[self.cfg.compile])
+
+    def capture(self, height: int, width: int, max_batch: int) -> float:
+        """With flow.cuda_graphs on CUDA: capture the graphs of every batch bucket up to `max_batch` pairs at this
+        frame size now (scorer start) instead of on first use; returns the seconds (0 when there is nothing to capture)."""
+        seconds = 0.0
+        for impl, warm in ((self._impl, False), (self._warm_impl, True)):
+            if isinstance(impl, GraphedTVL1) and (self.warm_start or not warm):
+                seconds += impl.capture(height, width, max_batch, warm=warm, device=self.device)
+        return seconds
 
     def __repr__(self) -> str:
         return f"FlowEstimator(backend={self.backend!r}, device={str(self.device)!r}, params={self.params})"

@@ -8,7 +8,10 @@ outer iteration, and the stopping rule `sum |u_new - u|^2 <= epsilon^2 * H * W` 
 
 The batch is real parallelism: all B pairs run through the same kernels. A pair that has met the stopping rule is
 frozen with a per-pair mask (no host round-trip per iteration on the GPU); the loop ends early once every pair in the
-batch has stopped, which is checked every iteration on the CPU and once per outer iteration on CUDA.
+batch has stopped, which is checked every iteration on the CPU and once per outer iteration on CUDA. With
+`fixed_schedule` it never checks: every call runs its whole schedule (warps x outer x inner), stopped pairs frozen by
+the same masks, so the result is bit-identical and the call has no host sync at all, which a CUDA graph needs
+(offline/flow/graphs.py).
 
 Eager mode is launch-bound on a GPU (one kernel per torch op), so the eager path keeps the flow components and the
 dual field stacked ((B, C, H, W) and (B, C, 2, H, W)), runs every op on all components at once, hoists what does
@@ -382,6 +385,17 @@ def _compiled(fn):
     return _COMPILED[fn]
 
 
+def as_batch(i0: torch.Tensor, i1: torch.Tensor, init: torch.Tensor | None):
+    """(H, W) pairs (and (2, H, W) init) -> a batch of one, checked: (i0, i1, init, whether the input was one pair)."""
+    squeeze = i0.dim() == 2
+    if squeeze:
+        i0, i1 = i0.unsqueeze(0), i1.unsqueeze(0)
+        init = None if init is None else init.unsqueeze(0)
+    if i0.shape != i1.shape or i0.dim() != 3:
+        raise ValueError(f"frames must both be (B, H, W), got {tuple(i0.shape)} and {tuple(i1.shape)}")
+    return i0, i1, init, squeeze
+
+
 class TVL1:
     """Batched TV-L1 on any device: `TVL1(params)(i0, i1)` with (B, H, W) float in [0, 255] -> (B, 2, H, W) pixels.
 
@@ -390,14 +404,18 @@ class TVL1:
         compile: fuse the inner iteration with torch.compile; None = only on CUDA.
         sync_every: check "all pairs stopped" every this many inner iterations; None = 1 on CPU, the inner
             iteration count on CUDA. It changes only when the loop may end, never the result.
+        fixed_schedule: never check: run every warp's outer x inner iterations, pairs that met the stopping rule
+            frozen by their masks (the same result, no host sync: capturable in a CUDA graph).
     """
 
-    def __init__(self, params: TVL1Params = TVL1Params(), compile: bool | None = None, sync_every: int | None = None):
+    def __init__(self, params: TVL1Params = TVL1Params(), compile: bool | None = None, sync_every: int | None = None,
+                 fixed_schedule: bool = False):
         if params.median_filtering > 1 and params.median_filtering % 2 == 0:
             raise ValueError(f"median_filtering must be 1 (off) or odd, got {params.median_filtering}")
         self.params = params
         self.compile = compile
         self.sync_every = sync_every
+        self.fixed_schedule = fixed_schedule
 
     def _fn(self, name: str, device: torch.device):
         """The compiled per-component step / network median, or (eager) None for _step_stacked / median_blur."""
@@ -416,12 +434,7 @@ class TVL1:
         `init` (B, 2, H, W) starts the solver from a flow instead of zero, as OpenCV's useInitialFlow does: it is
         resized down the pyramid (and scaled by scale_step per level) and the coarsest level starts from it.
         """
-        squeeze = i0.dim() == 2
-        if squeeze:
-            i0, i1 = i0.unsqueeze(0), i1.unsqueeze(0)
-            init = None if init is None else init.unsqueeze(0)
-        if i0.shape != i1.shape or i0.dim() != 3:
-            raise ValueError(f"frames must both be (B, H, W), got {tuple(i0.shape)} and {tuple(i1.shape)}")
+        i0, i1, init, squeeze = as_batch(i0, i1, init)
         if min(i0.shape[-2:]) < 3:
             raise ValueError(f"frames must be at least 3x3 pixels, got {tuple(i0.shape[-2:])}")
         p = self.params
@@ -509,10 +522,14 @@ class TVL1:
                         u, duals, err = _step_split(step, u, duals, k, a4, l_t, theta, taut, p.gamma)
                     active &= err > scaled_eps
                     n += 1
+                    if self.fixed_schedule:
+                        continue
                     if n % sync_every == 0 and not bool(active.any()):
                         stopped = True
                         break
                 # the inner loop checked at its last iteration when n % sync_every == 0: no second host sync then
+                if self.fixed_schedule:
+                    continue
                 if stopped or (n % sync_every != 0 and not bool(active.any())):
                     break
         return u, count

@@ -33,8 +33,17 @@ def test_every_step_runs_and_reports(tiny_run):
     steps = results["steps"]
     assert list(steps) == ["tests", "flow", "scorer", "train", "ldm"]
     assert all(s["status"] == "ok" for s in steps.values()), {k: v["status"] for k, v in steps.items()}
-    assert [r["batch"] for r in steps["flow"]["batches"]] == [1, 4] and steps["flow"]["budget"]
-    assert all(r["windows_per_s"] > 0 for r in steps["scorer"]["rows"])
+    flow = steps["flow"]
+    for mode in ("eager", "graphed"):
+        assert [r["batch"] for r in flow["rows"] if r["config"] == "128 chosen" and r["mode"] == mode] == [1, 4]
+    assert all(r["epe_vs_eager_px"] == 0.0 for r in flow["rows"] if r["mode"] == "graphed" and r["config"] != "256 opencv outer=1")
+    assert flow["pairs_per_s_128_chosen"] > 0 and flow["pairs_per_s_256_opencv"] > 0
+    for kind in ("cpu", "paper"):  # a loaded 2-core machine may sustain few cameras, but the search must have run
+        b = steps["scorer"]["bundles"][kind]
+        assert b["trials"] and all("sustained" in t and t["latency_p50_s"] is not None for t in b["trials"]), b
+    gpu = json.loads((out / "flow_gpu.json").read_text())["gpu"]
+    assert {"device", "pairs_per_s_128_chosen", "pairs_per_s_256_opencv", "cameras_25fps", "p99_latency_s"} <= set(gpu)
+    assert gpu["device"] is None  # a CPU run: and bench/results/flow.json is left alone
     train = steps["train"]
     assert train["spatial"]["steps"] > 0 and train["temporal"]["steps"] > 0
     assert all(train["eval"][row]["rc"] == 0 for row in ("model", "flow_magnitude", "frame_difference")), train["eval"]
