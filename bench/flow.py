@@ -9,10 +9,10 @@
 On CUDA it prints, for the chosen budget at 128 px (`--budget`, flow: field names; default the cpu recipe's
 CPU_FLOW_BUDGET) and OpenCV's parameters at 256 px, one row per solver mode and batch 1..256: `eager` (today's
 CUDA path, stopping once all pairs stop), `fixed` (the fixed schedule, eager kernels: no host sync, every
-iteration run) and `graphed` (the fixed schedule replayed from CUDA graphs, offline/flow/graphs.py), each with its
-distance from the bandwidth floor of the iterations the stopping rule needs, and at 256 px graphed rows with the
-outer iterations cut to 2 and 1 (the fixed schedule runs every iteration of the budget, ~15x what OpenCV's
-10 x 30 per warp needs on real pairs) with their EPE against eager.
+iteration run) and `graphed` (CUDA graphs, offline/flow/graphs.py: a first pass cut to one outer iteration per
+warp, the pairs it left unfinished again with the whole schedule: eager's flow), each with its distance from the
+bandwidth floor of the iterations the stopping rule needs, and at 256 px graphed rows of OpenCV's parameters cut
+to 2 and 1 outer iterations outright (no second pass) with their EPE against eager.
 
 Frames: the 3 real pairs stored in tests/offline/flow/flow_ref.npz (2 Ped2, 1 vtest; they travel to the GPU
 machine with the repo), repeated to fill a batch. Pairs/s are medians over runs after a warm-up call; CUDA timings
@@ -105,6 +105,7 @@ def cuda_rows(label: str, params: TVL1Params, size: int, batches, runs: int, bw:
             t_row = time.monotonic()
             capture_s = est.capture(size, size, b, device=dev) if mode == "graphed" else 0.0
             times = timed(lambda: est(g0[:b], g1[:b]), dev, runs)
+            before = getattr(est, "recomputed", 0)
             flow, stats = est(g0[:b], g1[:b], return_stats=True)
             moved = sum(int(it.max()) * bytes_per_iteration(b, h, w) for (h, w), it in zip(stats.sizes, stats.iterations))
             med = statistics.median(times)
@@ -112,6 +113,8 @@ def cuda_rows(label: str, params: TVL1Params, size: int, batches, runs: int, bw:
                    "pairs_per_s": round(b / med, 1), "iterations_per_scale": [int(it.max()) for it in stats.iterations],
                    "floor_ms": round(moved / bw * 1000, 3), "measured_over_floor": round(med / (moved / bw), 2),
                    "capture_s": round(capture_s, 2)}
+            if mode == "graphed":  # pairs the cut first pass left unfinished, run again with the whole schedule
+                row["recomputed_pairs"] = est.recomputed - before
             if mode == "eager":
                 eager_flow[b] = flow
             elif b in eager_flow:

@@ -304,8 +304,8 @@ def scorer_bundle(kind: str, tmp: Path, args) -> Path:
     """The two bundles measured: `cpu` (the cpu recipe's shape: 128 px, widths 48/64/128, CPU_RECIPE scoring, the
     cpu schedule's flow budget with warm start) and `paper` (both AEs 96/128/256 at 256 px, OpenCV's TV-L1
     parameters), untrained: speed does not depend on the weights. The torch TV-L1 on the device, from CUDA graphs
-    or eager kernels (`--scorer-flow`; auto: graphs for the cpu budget, eager for OpenCV's schedule, whose fixed
-    schedule runs ~15x the iterations its stopping rule needs)."""
+    or eager kernels (`--scorer-flow`; auto: graphs for the cpu budget, eager for OpenCV's schedule until the flow
+    step's 256-px rows show graphs ahead there too)."""
     from offline.config import FlowConfig
     from offline.learn import CPU_RECIPE, CPU_RECIPE_WEIGHTS
     from offline.scoring.bundle import ScoringSpec, random_bundle

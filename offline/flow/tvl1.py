@@ -57,6 +57,7 @@ class TVL1Stats:
 
     sizes: list[tuple[int, int]] = field(default_factory=list)
     iterations: list[torch.Tensor] = field(default_factory=list)  # per scale, finest first: (B,) int64
+    unfinished: torch.Tensor | None = None  # (B,) bool: the pair ran some warp's whole budget without meeting the rule
 
     def pixel_iterations(self) -> torch.Tensor:
         """(B,) sum over scales of inner iterations x pixels, the quantity the memory-bandwidth floor scales with."""
@@ -449,6 +450,7 @@ class TVL1:
             i1s.append(resize_linear(i1s[-1], size, scale))
         stats = TVL1Stats(sizes=list(sizes))
         iterations: list[torch.Tensor] = [None] * len(sizes)  # type: ignore[list-item]
+        unfinished = torch.zeros(b, dtype=torch.bool, device=i0.device)
         comps = 3 if p.gamma else 2
         u = torch.zeros((b, comps) + tuple(sizes[-1]), dtype=i0.dtype, device=i0.device)  # u1, u2 (, u3)
         if init is not None:
@@ -456,7 +458,8 @@ class TVL1:
                 raise ValueError(f"init must be (B, 2, H, W) = {(b, 2, h, w)}, got {tuple(init.shape)}")
             u[:, :2] = initial_flow(init.to(i0.device, i0.dtype), sizes, p.scale_step)
         for s in range(len(sizes) - 1, -1, -1):
-            u, iterations[s] = self._one_scale(i0s[s], i1s[s], u)
+            u, iterations[s], unf = self._one_scale(i0s[s], i1s[s], u)
+            unfinished |= unf
             if s == 0:
                 break
             up = sizes[s - 1]
@@ -469,6 +472,7 @@ class TVL1:
             flow = flow[0]
         if return_stats:
             stats.iterations = iterations
+            stats.unfinished = unfinished
             return flow, stats
         return flow
 
@@ -488,6 +492,7 @@ class TVL1:
         duals = torch.zeros((b, comps, 2, h, w), dtype=u.dtype, device=device)
         work = torch.zeros_like(duals) if step is None else None
         count = torch.zeros(b, dtype=torch.int64, device=device)
+        unfinished = torch.zeros(b, dtype=torch.bool, device=device)
         for _ in range(p.warps):
             u1, u2 = u[:, 0], u[:, 1]
             warped = warp_bicubic(i1stack, u1, u2)
@@ -532,7 +537,8 @@ class TVL1:
                     continue
                 if stopped or (n % sync_every != 0 and not bool(active.any())):
                     break
-        return u, count
+            unfinished |= active  # still iterating when the warp's budget ran out
+        return u, count, unfinished
 
 
 def initial_flow(flow: torch.Tensor, sizes: list[tuple[int, int]], scale_step: float) -> torch.Tensor:

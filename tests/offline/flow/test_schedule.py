@@ -55,6 +55,7 @@ def test_fixed_schedule_is_bit_identical_to_eager(pairs, params):
     assert torch.equal(fixed, eager)
     for a, b in zip(fs.iterations, es.iterations):
         assert torch.equal(a, b)
+    assert torch.equal(fs.unfinished, es.unfinished)
     if params is STOPPING:  # the case that matters: pairs really stopped at different points
         assert len({int(v) for v in es.iterations[0]}) > 1, es.iterations[0].tolist()
 
@@ -92,16 +93,34 @@ def test_bucket_padding_gives_the_unpadded_flow(pairs):
     give each pair's flow as the unpadded eager batch does, iterations included."""
     i0, i1 = pairs
     eager, es = TVL1(STOPPING, compile=False)(i0, i1, return_stats=True)
-    padded = GraphedTVL1(STOPPING, graphs=False)
+    padded = GraphedTVL1(STOPPING, graphs=False, first_outer=None)
     flow = padded(i0[:5], i1[:5])
     assert torch.equal(flow, eager[:5])
-    assert padded.captured == [(8, 64, 64, False, torch.device("cpu"))]
-    chunked = GraphedTVL1(STOPPING, buckets=(1, 2, 4), graphs=False)
+    assert padded.captured == [(8, 64, 64, False, torch.device("cpu"), True)]
+    chunked = GraphedTVL1(STOPPING, buckets=(1, 2, 4), graphs=False, first_outer=None)
     flow, stats = chunked(i0, i1, return_stats=True)
     assert torch.equal(flow, eager)
     assert stats.sizes == es.sizes and all(torch.equal(a, b) for a, b in zip(stats.iterations, es.iterations))
     single = padded(i0[3], i1[3])  # (H, W) in, (2, H, W) out, as TVL1
     assert torch.equal(single, eager[3])
+
+
+def test_cut_first_pass_then_whole_schedule_for_unfinished_pairs_is_exact(pairs):
+    """The first pass cut to one outer iteration per warp, the pairs it left unfinished run again with the whole
+    schedule: bit-identical to eager, iterations and unfinished flags included, at a fraction of the iterations."""
+    i0, i1 = pairs
+    params = replace(STOPPING, inner_iterations=30)  # 3 of the 6 pairs need more than 30 in some warp
+    eager, es = TVL1(params, compile=False)(i0, i1, return_stats=True)
+    cut = GraphedTVL1(params, graphs=False)  # first_outer=1 of 2
+    flow, stats = cut(i0, i1, return_stats=True)
+    assert torch.equal(flow, eager)
+    assert all(torch.equal(a, b) for a, b in zip(stats.iterations, es.iterations))
+    assert torch.equal(stats.unfinished, es.unfinished)
+    assert 0 < cut.recomputed < len(i0), cut.recomputed  # some pairs needed the second outer iteration, not all
+    roomy = replace(STOPPING, inner_iterations=60, outer_iterations=3)  # real pairs stop well within 60 per warp
+    g = GraphedTVL1(roomy, graphs=False)
+    assert torch.equal(g(i0, i1), TVL1(roomy, compile=False)(i0, i1))
+    assert g.recomputed == 0 and all(not whole for *_, whole in g.captured)
 
 
 def test_static_buffers_take_new_data_each_call(pairs):
@@ -135,7 +154,7 @@ def test_warm_start_init_in_the_fixed_schedule(pairs):
     g = GraphedTVL1(warm, graphs=False)
     assert torch.equal(g(i1, i0, init=-init), eager)
     assert not torch.equal(eager, TVL1(warm, compile=False)(i1, i0))  # the init is really used
-    assert (8, 64, 64, True, torch.device("cpu")) in g.captured
+    assert (8, 64, 64, True, torch.device("cpu"), True) in g.captured  # BUDGET has one outer iteration: no cut
     with pytest.raises(ValueError, match="init must be"):
         g(i1, i0, init=init[:5])
 
@@ -152,9 +171,11 @@ def test_estimator_uses_graphs_only_on_cuda(pairs):
     assert torch.equal(est(i0[:2], i1[:2]), TVL1(BUDGET, compile=False)(i0[:2], i1[:2]))
 
 
-def test_buckets_must_ascend():
+def test_buckets_must_ascend_and_the_cut_be_positive():
     with pytest.raises(ValueError, match="ascending"):
         GraphedTVL1(BUDGET, buckets=(4, 2))
+    with pytest.raises(ValueError, match="first_outer"):
+        GraphedTVL1(BUDGET, first_outer=0)
 
 
 def test_compile_cache_points_inductor_at_the_configured_directory(tmp_path, monkeypatch):
