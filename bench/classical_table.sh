@@ -5,6 +5,7 @@
 #   rows: fd-frame fd-frame-pool fd-block fd-block-pool flow-frame flow-frame-pool flow-block flow-block-pool
 #         (flow-*: the cpu schedule's TV-L1 budget, --flow budget=cpu; flow-opencv-*: OpenCV's defaults)
 #         fd-block-pool-B / flow-block-pool-B: block side B px (the block-size measurement)
+#         any row + "-calwhole": calibrated on the whole training clips (--calibration-fraction 1) instead of 10 % tails
 # Each row writes OUT/ROW/report.json and OUT/ROW/row.json (label, kind, command) for bench/ped2_summary.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,16 +21,18 @@ for row in "$@"; do
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   block=16
-  [[ $row =~ -block-pool-([0-9]+)$ ]] && block=${BASH_REMATCH[1]}
+  [[ $row =~ -block-pool-([0-9]+) ]] && block=${BASH_REMATCH[1]}
   case $row in
     *-frame*) args+=(--reduction frame); red="frame mean" ;;
     *-block*) args+=(--reduction block_max --block "$block"); red="block_max $block" ;;
   esac
+  cal=""
+  if [[ $row == *-calwhole ]]; then args+=(--calibration-fraction 1); cal=", calibrated on the whole training clips"; fi
   pooled=""
   if [[ $row == *-pool* ]]; then args+=(--pool window); pooled=", window mean"; fi
   mkdir -p "$OUT/$row"
   "$VAD" eval "${args[@]}" 2>&1 | grep -v "it/s\|s/it\|clip/s\|s/clip" | tee "$OUT/$row/eval.log" | tail -4
-  python3 - "$OUT/$row/row.json" "$what, $red$pooled, 128 px" "vad eval ${args[*]}" <<'PY'
+  python3 - "$OUT/$row/row.json" "$what, $red$pooled, 128 px$cal" "vad eval ${args[*]}" <<'PY'
 import json, sys
 json.dump({"kind": "classical", "label": sys.argv[2], "command": sys.argv[3]}, open(sys.argv[1], "w"), indent=1)
 PY

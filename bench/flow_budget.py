@@ -174,6 +174,9 @@ def main() -> int:
     ap.add_argument("--datasets", default="ped2,ped1")
     ap.add_argument("--workers", type=int, default=2, help="points measured side by side, one thread each")
     ap.add_argument("--out", type=Path, default=None, help="JSON with every row (merged into an existing file)")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="re-measure only ms per pair and iterations, every point in this one process, one after another "
+                    "(the AUC runs of a loaded machine time each other; this is the fair comparison)")
     args = ap.parse_args()
     names = [n for n in args.points.split(",") if n]
     unknown = sorted(set(names) - set(POINTS))
@@ -191,6 +194,16 @@ def main() -> int:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
           f"{args.workers} worker(s), 1 thread each; datasets {list(data)}")
     rows = []
+    if args.timing_only:
+        for name in names:
+            size, overrides = POINTS[name]
+            rows.append({"name": name, "size": size, "settings": overrides, "block": block_for(size),
+                         **time_point(size, overrides, runs=5), "timed": datetime.datetime.now().isoformat(timespec="seconds"),
+                         "load_avg_1m": round(os.getloadavg()[0], 2)})
+            print(json.dumps(rows[-1]), flush=True)
+            if args.out:
+                save(args.out, rows)
+        return 0
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for row in pool.map(run_point, names, [data] * len(names)):
             rows.append(row)

@@ -183,7 +183,11 @@ def calibrate_classical(detector, train_clips, holdout_fraction: float = 0.1, ba
 
     tails = []
     for clip in tqdm(train_clips, desc="calibrating on normal footage", unit="clip"):
-        tails += holdout_tails([ClipData(clip, _frames_array(clip, detector.size))], holdout_fraction, detector.window)
+        data = ClipData(clip, _frames_array(clip, detector.size))
+        if holdout_fraction >= 1:  # a baseline trains on nothing: its calibration may take the whole clips
+            tails += [(clip.id, data.get(np.arange(len(data.frames))))] if len(data.frames) >= detector.window else []
+        else:
+            tails += holdout_tails([data], holdout_fraction, detector.window)
     if not tails:
         raise ValueError("no training clip is long enough to calibrate the baseline on its held-out tail")
     detector.config.calibration = calibrate(detector, tails, batch=batch)
@@ -212,6 +216,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow", action="append", default=[], metavar="KEY=VALUE",
                         help="flow-magnitude: a TV-L1 setting (a flow config field, e.g. --flow scales=3 --flow warps=1); "
                         "--flow budget=cpu takes the cpu schedule's budget")
+    parser.add_argument("--calibration-fraction", type=float, default=None,
+                        help="baseline: tail fraction of every training clip its calibration reads (default "
+                        "train.holdout_fraction, what a bundle holds out; 1 = the whole clips)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory")
@@ -254,7 +261,8 @@ def _build(args, cfg, dataset):
                               reduction_spatial=args.reduction, block=args.block, pool=args.pool)
         flow = FlowConfig(clip=20.0, backend=args.flow_backend, **flow_settings(args.flow))
         det = ClassicalDetector(baseline, size, cfg.data.window, scoring, flow=flow, device=args.device)
-        calibrate_classical(det, dataset.train, cfg.train.holdout_fraction)
+        fraction = cfg.train.holdout_fraction if args.calibration_fraction is None else args.calibration_fraction
+        calibrate_classical(det, dataset.train, fraction)
         pooled = ", window mean" if args.pool == "window" else ""
         return det, f"{baseline} ({args.reduction}{'' if args.reduction == 'frame' else f' {args.block}px'}{pooled}, {size}px)"
     if args.random_bundle:
@@ -288,6 +296,9 @@ def run(args: argparse.Namespace) -> int:
         clips = [c for c in clips if c.id in wanted]
     if not clips:
         print(f"error: {cfg.data.root}: no labelled test clips", file=sys.stderr)
+        return 2
+    if args.calibration_fraction is not None and not 0 < args.calibration_fraction <= 1:
+        print(f"error: --calibration-fraction: expected a fraction in (0, 1], got {args.calibration_fraction}", file=sys.stderr)
         return 2
     try:
         detector, name = _build(args, cfg, dataset)
