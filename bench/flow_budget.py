@@ -51,6 +51,10 @@ POINTS: dict[str, tuple[int, dict]] = {
     "full-warm1": (128, {"warm_start": True, "warm_scales": 1}),
     "s3-w1-i10-warm1": (128, {"scales": 3, "warps": 1, "inner_iterations": 10, "outer_iterations": 1, "warm_start": True}),
     "s3-w1-i5-warm1": (128, {"scales": 3, "warps": 1, "inner_iterations": 5, "outer_iterations": 1, "warm_start": True}),
+    "s3-w1-i3-warm1": (128, {"scales": 3, "warps": 1, "inner_iterations": 3, "outer_iterations": 1, "warm_start": True}),
+    "s2-w1-i5-med1-warm1": (128, {"scales": 2, "warps": 1, "inner_iterations": 5, "outer_iterations": 1,
+                                  "median_filtering": 1, "warm_start": True}),
+    "s3-w1-i5-warm1-96": (96, {"scales": 3, "warps": 1, "inner_iterations": 5, "outer_iterations": 1, "warm_start": True}),
 }
 BLOCK_AT_128 = 16  # the harness's block; other sizes keep the same share of the frame
 

@@ -238,3 +238,23 @@ def test_the_cpu_schedules_temporal_ae_stops_at_its_measured_epochs_unless_told_
         assert (cfg.train.epochs, cfg.data.size) == ((12 if "spatial" in args else 9), 128), args
     cfg = train_config(parser.parse_args(["--schedule", "cpu", "--target", "temporal", "--set", "train.epochs=4"]))
     assert cfg.train.epochs == 4
+
+
+def test_the_cpu_schedule_trains_on_its_chosen_flow_budget_and_the_paper_schedule_on_opencvs(ped2):
+    """The cpu schedule's flow is CPU_FLOW_BUDGET (a bundle carries the flow config it was trained on, so the camera
+    computes the same); --set flow.* wins; the paper schedule keeps OpenCV's defaults."""
+    import argparse
+
+    from offline.config import FlowConfig
+    from offline.training.cli import CPU_FLOW_BUDGET, add_arguments, train_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = train_config(parser.parse_args(["--schedule", "cpu", "--target", "temporal", "--data", str(ped2)]))
+    assert {k: getattr(cfg.flow, k) for k in CPU_FLOW_BUDGET} == CPU_FLOW_BUDGET
+    assert cfg.flow.model_dump() != FlowConfig(clip=cfg.flow.clip).model_dump()
+    cfg = train_config(parser.parse_args(["--schedule", "cpu", "--target", "temporal", "--data", str(ped2),
+                                          "--set", "flow.scales=5", "--set", "flow.warm_start=false"]))
+    assert cfg.flow.scales == 5 and not cfg.flow.warm_start
+    paper = train_config(parser.parse_args(["--schedule", "paper", "--target", "temporal", "--data", str(ped2)]))
+    assert paper.flow.model_dump() == FlowConfig(clip=paper.flow.clip).model_dump()
