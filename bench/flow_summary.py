@@ -32,8 +32,10 @@ def merge(paths: list[Path]) -> list[dict]:
     return list(rows.values())
 
 
-def choose(rows: list[dict], reference: str = "full", tolerance: float = 0.5, datasets=DATASETS) -> dict | None:
-    """The chosen point (see the module's rule), or None when the reference or every candidate lacks figures."""
+def choose(rows: list[dict], reference: str = "full", tolerance: float = 0.5, datasets=DATASETS,
+           require_model: tuple[str, ...] = ()) -> dict | None:
+    """The chosen point (see the module's rule), or None when the reference or every candidate lacks figures.
+    `require_model`: datasets on which a candidate must also have a flow-AE row (a budget the model was checked on)."""
     by = {r["name"]: r for r in rows}
     ref = by.get(reference)
     if ref is None or any(f"{d}_stream_micro" not in ref for d in datasets):
@@ -41,6 +43,8 @@ def choose(rows: list[dict], reference: str = "full", tolerance: float = 0.5, da
     ok = []
     for r in rows:
         if r["size"] != ref["size"] or "ms_per_pair_cpu_1core" not in r:
+            continue
+        if any(not r.get(f"{d}_stream_micro", {}).get("model") for d in require_model):
             continue
         try:
             if all(r[f"{d}_stream_micro"]["classical"]["select"] >= ref[f"{d}_stream_micro"]["classical"]["select"] - tolerance
@@ -81,20 +85,26 @@ def main() -> int:
     ap.add_argument("inputs", nargs="+", type=Path)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--tolerance", type=float, default=0.5)
+    ap.add_argument("--require-model", default="", help="comma-separated datasets on which the chosen point must also "
+                    "have a flow-AE row (bench/flow_budget_model.py)")
     args = ap.parse_args()
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         print(f"error: no such file(s): {missing}", file=sys.stderr)
         return 2
-    rows = merge(args.inputs)
+    rows = [r for r in merge(args.inputs) if any(k.endswith("_stream_micro") for k in r)]  # timing-only rows: no AUC
     print(table(rows))
-    chosen = choose(rows, tolerance=args.tolerance)
+    need = tuple(d for d in args.require_model.split(",") if d)
+    chosen = choose(rows, tolerance=args.tolerance, require_model=need)
+    unchecked = choose(rows, tolerance=args.tolerance)
+    if need and unchecked and chosen and unchecked["name"] != chosen["name"]:
+        print(f"\n(the classical rule alone would choose {unchecked['name']}: no flow-AE row on {', '.join(need)})")
     print(f"\nchosen: {chosen['name'] if chosen else None}")
     if args.json:
         doc = json.loads(args.json.read_text()) if args.json.is_file() else {}
         doc["budget"] = rows
         doc["chosen"] = None if chosen is None else {"name": chosen["name"], "size": chosen["size"],
-                                                     "settings": chosen["settings"], "rule": __doc__.split("The rule: ")[1].split("\n\n")[0].replace("\n", " ")}
+                                                     "settings": chosen["settings"], "require_model": list(need), "rule": __doc__.split("The rule: ")[1].split("\n\n")[0].replace("\n", " ")}
         doc.setdefault("cpu", {"cameras_per_core_5fps": None, "ped2_stream_micro": None})
         doc.setdefault("gpu", {"device": None, "pairs_per_s_128_chosen": None, "pairs_per_s_256_opencv": None,
                                "cameras_25fps": None, "p99_latency_s": None})

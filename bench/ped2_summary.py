@@ -1,6 +1,7 @@
-"""The Ped2 table from `vad eval` reports: Markdown rows and bench/results/ped2.json (AUCs in percent).
+"""A dataset's table from `vad eval` reports: Markdown rows and bench/results/<dataset>.json (AUCs in percent).
 
     python bench/ped2_summary.py runs/ped2-table [--json bench/results/ped2.json]
+    python bench/ped2_summary.py runs/ped1-table --json bench/results/ped1.json     # any dataset, same schema
 
 Every `ROOT/<row>/report.json` is a row; an optional `ROOT/<row>/row.json` adds what the report cannot know:
 {"kind": "model" | "classical", "label", "schedule", "train_minutes", "command"}. Rows are sorted by stream-protocol
@@ -30,7 +31,8 @@ def collect(root: Path) -> dict:
         rows[report.parent.name] = {
             "label": meta.get("label", r["scorer"]),
             "kind": kind,
-            "protocol": {p: {"micro_auc": pct(v["micro_auc"]), "macro_auc": pct(v["macro_auc"])} for p, v in res.items()},
+            "protocol": {p: {"micro_auc": pct(v["micro_auc"]), "macro_auc": pct(v["macro_auc"]),
+                             **({"split": v["split"]} if "split" in v else {})} for p, v in res.items()},
             "components_stream_micro_auc": {c: pct(v["micro_auc"]) for c, v in res.get("stream", {}).get("components", {}).items()},
             "scoring": r.get("scoring"),
             "schedule": meta.get("schedule"),

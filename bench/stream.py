@@ -114,17 +114,17 @@ def run_feeds(detector: Detector, feeds: int, seconds: float, max_batch: int, vi
         loop.stop(timeout_s=5)
     queue.close()
     worker.join(timeout=30)
-    fps = [s["frames"] / elapsed for s in stats.values()]
+    scored = [s["frames"] / elapsed for s in stats.values()]
     lat = np.concatenate([np.asarray(s["latency"]) for s in stats.values() if s["latency"]] or [np.zeros(0)])
     return {
         "feeds": feeds,
         "analysis_fps": fps,
         "max_batch": max_batch,
         "seconds": round(elapsed, 1),
-        "scored_fps_per_camera_mean": round(float(np.mean(fps)), 2),
-        "scored_fps_per_camera_min": round(float(np.min(fps)), 2),
-        "total_scored_fps": round(float(np.sum(fps)), 1),
-        "windows_per_s": round(float(np.sum(fps)) / detector.window, 2),
+        "scored_fps_per_camera_mean": round(float(np.mean(scored)), 2),
+        "scored_fps_per_camera_min": round(float(np.min(scored)), 2),
+        "total_scored_fps": round(float(np.sum(scored)), 1),
+        "windows_per_s": round(float(np.sum(scored)) / detector.window, 2),
         "latency_p50_s": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
         "latency_p99_s": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
         "dropped_frames_per_camera_per_s": round(sum(dropped.values()) * detector.window / feeds / elapsed, 2),

@@ -30,3 +30,10 @@ def test_no_reference_no_choice(tmp_path):
     merged = merge([p, q])
     assert merged[0]["ped2_stream_micro"] == {"classical": {"micro": 1}, "model": {"short": {"micro": 2}}}
     assert merged[0]["ms_per_pair_cpu_1core"] == 3.0
+
+
+def test_a_point_the_flow_ae_was_not_checked_on_is_not_chosen_when_a_model_row_is_required():
+    rows = [row("full", 200, 98.0, 65.0), row("a", 20, 98.0, 65.0), row("b", 10, 98.0, 65.0)]
+    rows[1]["ped2_stream_micro"]["model"] = {"short": {"micro": 97.0}}
+    assert choose(rows)["name"] == "b"
+    assert choose(rows, require_model=("ped2",))["name"] == "a"
