@@ -248,8 +248,9 @@ class LearnConfig(Strict):
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="last part of the recordings kept unseen, for the evaluation")
     temporal: bool = Field(
         True, description="also train the flow (temporal) autoencoder: on Ped2 it lifts the stream micro-AUC from 79 to 98 "
-        "(bench/RESULTS.md), but scoring then computes TV-L1 flow, ~0.1 s per frame on one core at 128 px (about 2 "
-        "cameras at 5 fps per core instead of 60) and learning takes about twice as long; false: the spatial AE alone")
+        "(bench/RESULTS.md), but scoring then computes TV-L1 flow (the cpu schedule's budget: ~7 ms per frame on one core at "
+        "128 px; with both AEs about 6 cameras at 5 fps per core instead of ~45) and learning takes about twice as long; "
+        "false: the spatial AE alone")
     num_cpus: float = Field(1.0, gt=0, le=64, description="Ray CPUs a learn job reserves (scorers keep theirs)")
     num_gpus: float = Field(0.0, ge=0, le=8, description="Ray GPUs a learn job reserves (0: train on CPU)")
 
