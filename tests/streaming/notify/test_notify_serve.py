@@ -6,18 +6,25 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.streaming.notify.conftest import Listener
+import os
+
+from tests.streaming.notify.conftest import PASSWORD, USER, Listener
 from tests.streaming.service_support import SERVE_PORT, demo_bundle, ensure_ray, wait_for
 
 pytestmark = pytest.mark.slow
+
+# The sinks read their credentials from the environment of Ray's workers, which inherit the environment the local
+# Ray was started with; in the full suite an earlier test starts it, so these are set when the module is collected
+# (before any test runs), not in the test.
+os.environ.setdefault("VAD_MQTT_USER", USER)
+os.environ.setdefault("VAD_MQTT_PASSWORD", PASSWORD)
+os.environ.setdefault("VAD_HOOK_TOKEN", "hook-token-xyz")
 
 
 def test_the_demo_cameras_alert_reaches_the_broker_and_the_webhook(tmp_path, tmp_path_factory, mosquitto, receiver,
                                                                   monkeypatch):
     broker = mosquitto()
-    monkeypatch.setenv("VAD_MQTT_USER", broker.user)  # Ray's workers here inherit this process's environment
-    monkeypatch.setenv("VAD_MQTT_PASSWORD", broker.password)
-    monkeypatch.setenv("VAD_HOOK_TOKEN", "hook-token-xyz")
+    assert (os.environ["VAD_MQTT_USER"], os.environ["VAD_MQTT_PASSWORD"]) == (broker.user, broker.password)
     bundle = demo_bundle(tmp_path_factory.mktemp("svc"))
     ensure_ray()
     from ray import serve
