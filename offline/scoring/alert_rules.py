@@ -168,6 +168,24 @@ def count_alerts(traces: Sequence[Sequence[float]], fps: float, threshold: float
     return n
 
 
+def alert_spans(trace: Sequence[float], fps: float, threshold: float, rules: AlertRules = AlertRules()) -> list[tuple[int, int]]:
+    """The alerts one trace raises when replayed at `fps`, as (first frame, last frame) inclusive: from the frame
+    whose score first crossed the threshold (the alert's start) to the last frame before it closed, or the trace's
+    end for an alert still open there. The same rules and opening count as `count_alerts`."""
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    tracker = AlertTracker(threshold, rules.min_duration_s, rules.hysteresis, rules.close_after_s)
+    scores = np.asarray(trace, dtype=np.float64)
+    spans: list[tuple[int, int]] = []
+    for i, s in enumerate(scores):
+        for ev in tracker.update(i / fps, float(s), i):
+            if ev.kind == "opened":
+                spans.append((round(ev.start_s * fps), len(scores) - 1))
+            elif ev.kind == "closed":
+                spans[-1] = (spans[-1][0], max(spans[-1][0], round(ev.end_s * fps) - 1))
+    return spans
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     """A threshold chosen for a target false-alert rate, and what the footage says about it.

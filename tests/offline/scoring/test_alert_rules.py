@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from offline.scoring.alert_rules import AlertRules, AlertTracker, count_alerts, threshold_for_rate
+from offline.scoring.alert_rules import AlertRules, AlertTracker, alert_spans, count_alerts, threshold_for_rate
 
 FPS = 10.0
 
@@ -176,6 +176,22 @@ def test_count_alerts_replays_the_rules_per_trace():
     assert count_alerts([trace, trace], fps, 0.9, rules) == 2
     assert count_alerts([trace], fps, 0.96, rules) == 0
     assert count_alerts([trace], fps, 0.2, rules) == 1  # always high: one alert that never closes
+
+
+def test_alert_spans_run_from_the_first_crossing_to_the_first_low_frame_and_match_count_alerts():
+    fps = 10.0
+    trace = np.full(200, 0.3)
+    trace[20:40] = 0.95  # opens at 25 (0.5 s), started at 20; low from 40, closes 1 s later
+    trace[100:102] = 0.95  # too short
+    trace[150:] = 0.95  # still open at the end
+    trace[60] = np.nan
+    rules = AlertRules(min_duration_s=0.5, hysteresis=0.1, close_after_s=1.0)
+    spans = alert_spans(trace, fps, 0.9, rules)
+    assert spans == [(20, 39), (150, 199)]
+    assert len(spans) == count_alerts([trace], fps, 0.9, rules)
+    assert alert_spans(trace, fps, 0.96, rules) == []
+    with pytest.raises(ValueError, match="fps"):
+        alert_spans(trace, 0.0, 0.9)
 
 
 def test_threshold_for_rate_holds_on_unseen_footage_of_the_same_scene():

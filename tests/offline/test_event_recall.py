@@ -1,0 +1,26 @@
+"""Alerts matched against labelled anomalous stretches (event recall, false alerts on labelled footage)."""
+from __future__ import annotations
+
+import numpy as np
+
+from offline.event_recall import anomalous_ranges, event_recall, match_alerts
+
+
+def test_anomalous_ranges_are_maximal_runs_inclusive():
+    assert anomalous_ranges([0, 1, 1, 0, 0, 1, 0, 1, 1]) == [(1, 2), (5, 5), (7, 8)]
+    assert anomalous_ranges(np.zeros(5)) == []
+    assert anomalous_ranges(np.ones(3)) == [(0, 2)]
+
+
+def test_match_alerts_counts_caught_ranges_and_alerts_on_normal_frames_only():
+    labels = [0] * 10 + [1] * 10 + [0] * 10 + [1] * 5 + [0] * 5  # ranges (10, 19), (30, 34)
+    spans = [(0, 3), (18, 25), (5, 9)]  # the second touches the first range; the others fall on normal frames
+    m = match_alerts(spans, labels)
+    assert m == {"ranges": 2, "caught": 1, "alerts": 3, "false_alerts": 2}
+    assert match_alerts([(9, 10), (34, 40)], labels)["caught"] == 2  # one frame of overlap counts
+    assert match_alerts([], labels) == {"ranges": 2, "caught": 0, "alerts": 0, "false_alerts": 0}
+
+
+def test_event_recall_pools_ranges_over_clips():
+    assert event_recall([{"ranges": 2, "caught": 1}, {"ranges": 2, "caught": 2}]) == 0.75
+    assert event_recall([{"ranges": 0, "caught": 0}]) is None
