@@ -9,36 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.streaming.service_support import (
-    demo_bundle,
     netns_prefix,
+    shipped_config_dir,
     start_serve_run,
     stop_serve_run,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 PORT = 28_392
 
 
 @pytest.mark.slow
 def test_serve_run_of_the_shipped_config_alerts_on_the_demo_anomaly(tmp_path_factory):
-    bundle = demo_bundle(tmp_path_factory.mktemp("dep"))
-    work = tmp_path_factory.mktemp("serve-run")
-    shutil.copytree(bundle, work / "runs" / "demo" / "bundle")
-    cfg = yaml.safe_load((REPO / "deploy" / "config.yaml").read_text())
-    cfg["http_options"]["port"] = cfg["applications"][0]["args"]["http"]["port"] = PORT
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    work, env = shipped_config_dir(tmp_path_factory, PORT)
     cmd = [*netns_prefix(), sys.executable, __file__, "--driver", str(work)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=work)
     result_file = work / "result.json"
