@@ -130,14 +130,31 @@ class PAConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """Autoencoder widths, the optional SSPCAB block, and the CLIP features the discriminator needs."""
+    """Autoencoder widths, the optional SSPCAB block, and the discriminator's features (CLIP or the spatial encoder)."""
 
     channels: tuple[int, int, int] = Field((96, 128, 256), description="encoder widths (METHOD.md)")
     sspcab: bool = Field(False, description="replace the encoder's last convolution by an SSPCAB block")
     sspcab_weight: float = Field(0.1, ge=0)
     clip_model_path: Path | None = Field(
-        None, description="local transformers CLIP vision directory for the discriminator features (None: D off)"
+        None, description="local transformers CLIP vision directory for the discriminator features (None: D off, "
+        "unless disc_features is spatial_encoder)"
     )
+    disc_features: Literal["clip", "spatial_encoder"] = Field(
+        "clip", description="the discriminator's features: clip (CLIP image embeddings per frame, needs clip_model_path) "
+        "or spatial_encoder (the frozen encoder of the spatial AE in disc_spatial_run, per latent slice; no downloads)"
+    )
+    disc_spatial_run: Path | None = Field(
+        None, validate_default=True, description="run directory of the trained spatial AE whose encoder, frozen, gives "
+        "the discriminator's features (disc_features spatial_encoder); export it with the same spatial run"
+    )
+
+    @field_validator("disc_spatial_run")
+    @classmethod
+    def _spatial_run_given(cls, v: Path | None, info) -> Path | None:
+        if v is None and info.data.get("disc_features") == "spatial_encoder":
+            raise ValueError("required when model.disc_features is 'spatial_encoder': the run directory of a trained "
+                             "spatial AE (e.g. --set model.disc_spatial_run=runs/spatial)")
+        return v
 
 
 class ScoringConfig(Strict):

@@ -55,17 +55,26 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) in [-1, 1] -> reconstruction of the same shape; T % 8 == 0, H and W % 16 == 0."""
+        return self.encode_decode(x)[1]
+
+    def encode_decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T, H, W) -> (latent (B, c3, T/8, H/16, W/16), reconstruction as `forward` gives it).
+
+        One encoder pass for both: the detector reads the spatial AE's error (w1) and its latent (the
+        discriminator's features, offline/models/encoder_features.py) from the same call.
+        """
         if x.dim() != 5:
             raise ValueError(f"Autoencoder expects (B, C, T, H, W), got shape {tuple(x.shape)}")
         t, h, w = x.shape[2:]
         if t % 8 or h % 16 or w % 16:
             raise ValueError(f"Autoencoder needs T % 8 == 0 and H, W % 16 == 0, got T={t}, H={h}, W={w}")
-        z = self.decoder(self.encoder(x))
+        latent = self.encoder(x)
+        z = self.decoder(latent)
         if self.sspcab is not None:
             out = self.sspcab(z)
             self._aux = torch.mean((out - z) ** 2)
             z = out
-        return self.head(z)
+        return latent, self.head(z)
 
     def aux_loss(self) -> torch.Tensor:
         """SSPCAB's own MSE term from the last forward (0 without SSPCAB); add it times its weight to the loss."""

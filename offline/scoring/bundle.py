@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from offline.models.autoencoder import Autoencoder
 from offline.config import FlowConfig, Strict, format_validation_error
-from offline.models.discriminator import Discriminator
+from offline.models.discriminator import Discriminator, build_discriminator
+from offline.models.encoder_features import feature_dim
 from offline.scoring.weights import check_weights
 
 FORMAT = "vad-bundle"
@@ -128,6 +129,10 @@ class BundleConfig(_Strict):
     temporal: AEArch | None = None
     discriminator: bool = False
     discriminator_status: str = "off: not trained"
+    discriminator_features: Literal["clip", "spatial_encoder"] = Field(
+        "clip", description="what the discriminator reads: CLIP embeddings per frame (clip_model_path) or the spatial "
+        "AE's own encoder latent per slice (offline/models/encoder_features.py); bundles before this key: clip")
+    discriminator_in_features: int = Field(512, ge=1, description="the discriminator MLP's input width")
     clip_model_path: str | None = None
     input: InputSpec = InputSpec()
     flow: FlowConfig = FlowConfig()
@@ -154,6 +159,11 @@ class BundleConfig(_Strict):
         if self.flow.warm_start and not (self.flow.warm_chain == i.window == s.hop):
             raise ValueError(f"flow.warm_start needs flow.warm_chain ({self.flow.warm_chain}) = input.window ({i.window}) = "
                              f"scoring.hop ({s.hop}): a window's flow is one chain, so windows must not overlap")
+        if self.discriminator and self.discriminator_features == "spatial_encoder":
+            width = feature_dim(self.spatial.channels[2])
+            if self.discriminator_in_features != width:
+                raise ValueError(f"discriminator_in_features ({self.discriminator_in_features}) must be {width} for "
+                                 f"spatial_encoder features of a spatial AE with channels {list(self.spatial.channels)}")
         return self
 
 
@@ -169,7 +179,8 @@ class Bundle:
     extra: dict = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file (bundle weights; the spatial run a spatial_encoder discriminator was trained on)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -184,7 +195,7 @@ def _build(config: BundleConfig) -> tuple[Autoencoder, Autoencoder | None, Discr
     if config.temporal is not None:
         t = config.temporal
         temporal = Autoencoder(t.in_channels, t.channels, t.sspcab)
-    disc = Discriminator() if config.discriminator else None
+    disc = build_discriminator(config.discriminator_features, config.discriminator_in_features) if config.discriminator else None
     return spatial, temporal, disc
 
 
@@ -199,10 +210,15 @@ def save_bundle(
     scoring: ScoringSpec | None = None,
     calibration: Calibration | None = None,
     discriminator_status: str | None = None,
+    discriminator_features: str = "clip",
     clip_model_path: str | None = None,
     notes: dict | None = None,
 ) -> Path:
-    """Write weights (safetensors, fp32) and config.json into `path` (created); returns the path."""
+    """Write weights (safetensors, fp32) and config.json into `path` (created); returns the path.
+
+    `discriminator_features`: "clip" (CLIP embeddings, `clip_model_path`) or "spatial_encoder" (the latent of
+    `spatial`'s own encoder); the discriminator's input width is read from the model.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -231,12 +247,14 @@ def save_bundle(
         discriminator=discriminator is not None,
         discriminator_status=discriminator_status
         or ("on" if discriminator is not None else "off: no discriminator in this bundle"),
+        discriminator_features=discriminator_features,
+        discriminator_in_features=discriminator.net[0].in_features if discriminator is not None else 512,
         clip_model_path=clip_model_path,
         input=input_spec or InputSpec(),
         flow=flow or FlowConfig(),
         scoring=scoring or ScoringSpec(),
         calibration=calibration,
-        weights_sha256=_sha256(weights),
+        weights_sha256=sha256_file(weights),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         notes=notes or {},
     )
@@ -286,7 +304,7 @@ def load_bundle(path: str | Path) -> Bundle:
         others = sorted(p.name for p in path.iterdir() if p.suffix in {".pt", ".pth", ".pkl", ".bin", ".ckpt"})
         hint = f" (found {others}: pickled checkpoints are refused, convert them to safetensors)" if others else ""
         raise BundleError(f"{weights}: missing{hint}")
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != config.weights_sha256:
         raise BundleError(
             f"{weights}: checksum mismatch (sha256 {digest[:16]}..., config.json expects {config.weights_sha256[:16]}...): "

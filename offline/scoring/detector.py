@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from offline.models.encoder_features import latent_features, slices_to_frames
 from offline.scoring.bundle import Bundle, load_bundle
 from offline.scoring.evidence import error_map, mse_to_psnr, pool_frames, reduce_error
 from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
@@ -83,7 +84,9 @@ class Detector:
             flow_cfg = self.config.flow if flow_backend is None else self.config.flow.model_copy(update={"backend": flow_backend})
             self.flow_estimator = FlowEstimator(flow_cfg, device=self.device)
         self.features = None
-        if self.discriminator is not None:
+        # spatial_encoder: w3 reads the latent of the spatial AE's pass that gives w1, no second model
+        self.encoder_features = self.discriminator is not None and self.config.discriminator_features == "spatial_encoder"
+        if self.discriminator is not None and not self.encoder_features:
             if not self.config.clip_model_path:
                 raise ValueError(f"{bundle.path}: the bundle has a discriminator but no clip_model_path for its features")
             from offline.models.clip_features import ClipFeatureExtractor
@@ -161,8 +164,14 @@ class Detector:
         x = frames.to(self.device, torch.float32, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         spec = self.config.scoring
+        latent = None
         with autocast:
-            recon = self.spatial(x).float()
+            if self.encoder_features:
+                latent, recon = self.spatial.encode_decode(x)
+                latent = latent.float()
+            else:
+                recon = self.spatial(x)
+            recon = recon.float()
         emap = error_map(recon, x)
         reduced = pool_frames(reduce_error(emap, spec.reduction_spatial, spec.block), spec.pool)
         result = WindowScores(psnr=mse_to_psnr(reduced).cpu().numpy())
@@ -180,7 +189,12 @@ class Detector:
             result.flow_error = pool_frames(ferr, spec.pool).cpu().numpy()
         if self.discriminator is not None:
             b, _, t = x.shape[:3]
-            per_frame = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, *x.shape[3:])
-            logits = self.discriminator(self.features(per_frame))
-            result.disc_prob = pool_frames(torch.sigmoid(logits.float()).view(b, t), spec.pool).cpu().numpy()
+            if latent is not None:
+                logits = self.discriminator(latent_features(latent))  # (B, T', 1): one per latent slice
+                prob = slices_to_frames(torch.sigmoid(logits.float()[..., 0]), t)
+            else:
+                per_frame = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, *x.shape[3:])
+                logits = self.discriminator(self.features(per_frame))
+                prob = torch.sigmoid(logits.float()).view(b, t)
+            result.disc_prob = pool_frames(prob, spec.pool).cpu().numpy()
         return result

@@ -100,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if cfg.train.target == "discriminator":
         from offline.training.disc_loop import train_discriminator
 
-        result = train_discriminator(cfg, progress=not args.no_progress)
+        try:
+            result = train_discriminator(cfg, progress=not args.no_progress)
+        except (ValueError, FileNotFoundError) as exc:  # e.g. model.disc_spatial_run is not a finished spatial run
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"discriminator: {result.status} ({result.out_dir})")
         return 0
     from offline.training import ddp

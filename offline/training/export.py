@@ -5,7 +5,8 @@ trained), input size, flow settings and encoding, score weights renormalised ove
 when D is off, with the reason in `discriminator_status`), and calibration statistics of the raw components and of
 the aggregate score on the spatial run's held-out normal training footage (never trained on; windows every quarter
 window, offline.scoring.calibration). The calibration
-goes through `Detector`, the same scoring path as `vad eval` and the service.
+goes through `Detector`, the same scoring path as `vad eval` and the service. A discriminator on the spatial
+encoder's features (model.disc_features=spatial_encoder) is exported only beside the spatial run it was trained on.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from offline.models.autoencoder import Autoencoder
 from offline.scoring.bundle import InputSpec, ScoringSpec, save_bundle
 from offline.scoring.calibration import calibrate
 from offline.config import Config
-from offline.models.discriminator import Discriminator
+from offline.models.discriminator import build_discriminator
 from offline.scoring.weights import renormalise_weights
+from offline.training.run_dir import WEIGHTS_FILE as RUN_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +42,29 @@ def read_run(run_dir: str | Path) -> Config:
 def load_run_autoencoder(run_dir: str | Path) -> tuple[Autoencoder, Config]:
     """The AE of a run from weights.safetensors (safetensors only, no pickle), in eval mode."""
     cfg = read_run(run_dir)
-    path = Path(run_dir) / "weights.safetensors"
+    path = Path(run_dir) / RUN_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; the run has not finished an epoch or a stop yet")
     tensors = load_file(str(path))
     model = Autoencoder(3, tuple(cfg.model.channels), cfg.model.sspcab)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     return model.eval(), cfg
+
+
+def check_spatial_run(record: dict, discriminator_run: str | Path, spatial_run: str | Path) -> None:
+    """A spatial_encoder discriminator reads the latent of the encoder it was trained on: ValueError naming both
+    runs when `spatial_run`'s weights are not those (sha256 in the discriminator run's record)."""
+    from offline.scoring.bundle import sha256_file
+
+    path = Path(spatial_run) / RUN_WEIGHTS
+    actual = sha256_file(path) if path.is_file() else None
+    if actual != record.get("spatial_sha256"):
+        raise ValueError(
+            f"{discriminator_run}: the discriminator was trained on the encoder of {record.get('spatial_run')} "
+            f"(weights sha256 {str(record.get('spatial_sha256'))[:16]}...), not on the spatial run exported, {spatial_run} "
+            f"(sha256 {str(actual)[:16]}...): export it with the spatial run it was trained on, or train it again with "
+            f"--set model.disc_spatial_run={spatial_run}"
+        )
 
 
 def export(
@@ -73,13 +91,17 @@ def export(
     else:
         flow_cfg = cfg.flow
     disc, status, clip_path = None, "off: no discriminator run given to `vad export` (eta3 = 0, weights renormalised)", None
+    disc_features = "clip"
     if discriminator_run is not None:
         from offline.training.disc_loop import WEIGHTS_FILE, read_status
 
         record = read_status(discriminator_run)
         status, clip_path = record["status"], record.get("clip_model_path")
+        disc_features = record.get("features", "clip")
+        if status == "on" and disc_features == "spatial_encoder":
+            check_spatial_run(record, discriminator_run, spatial_run)
         if status == "on":
-            disc = Discriminator()
+            disc = build_discriminator(disc_features, record.get("in_features", 512))
             tensors = load_file(str(Path(discriminator_run) / WEIGHTS_FILE))
             disc.load_state_dict({k[len("discriminator."):]: v for k, v in tensors.items()}, strict=True)
     if disc is None:
@@ -97,7 +119,7 @@ def export(
         "pa": {"spatial": cfg.pa.spatial, "temporal": read_run(temporal_run).pa.temporal if temporal_run else None},
     }
     common = dict(input_spec=InputSpec(size=cfg.data.size, window=cfg.data.window), flow=flow_cfg, scoring=scoring,
-                  discriminator_status=status, clip_model_path=clip_path, notes=notes)
+                  discriminator_status=status, discriminator_features=disc_features, clip_model_path=clip_path, notes=notes)
     save_bundle(out, spatial, temporal, disc, **common)
     holdout_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"target": "spatial"})})
     _, data = build_windows(holdout_cfg, torch.device("cpu"), part="holdout", data=data)

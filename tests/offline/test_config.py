@@ -17,6 +17,8 @@ from offline.config import ConfigError, load_config
         ("pa:\n  p_spatial: 1.5\n", "pa.p_spatial: Input should be less than or equal to 1 (got 1.5)"),
         ("pa:\n  mask_min_coverage: 0.5\n  mask_max_coverage: 0.1\n", "mask_min_coverage (0.5) must not exceed"),
         ("train:\n  epochs: 0\n", "train.epochs: Input should be greater than or equal to 1 (got 0)"),
+        ("model:\n  disc_features: spatial_encoder\n", "model.disc_spatial_run: required when model.disc_features is 'spatial_encoder'"),
+        ("model:\n  disc_features: resnet\n", "model.disc_features: Input should be 'clip' or 'spatial_encoder'"),
         ("- 1\n- 2\n", "top level must be a mapping"),
         ("data: [unclosed\n", "not valid YAML"),
     ],

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from offline.models.autoencoder import Autoencoder, parameter_count
-from offline.models.discriminator import Discriminator
+from offline.models.discriminator import Discriminator, build_discriminator
+from offline.models.encoder_features import feature_dim, latent_features, slices_to_frames
 from offline.models.noise_generator import NoiseGenerator
 from offline.models.sspcab import SSPCAB
 
@@ -88,3 +89,51 @@ def test_discriminator_and_noise_generator():
     assert n.shape == x.shape and n.abs().max() <= 2.0
     convs = [l for l in g.net if isinstance(l, (nn.Conv3d, nn.ConvTranspose3d))]
     assert [c.out_channels for c in convs] == [96, 128, 256, 128, 96, 3]
+
+
+@pytest.mark.parametrize("sspcab", [False, True])
+def test_encode_decode_is_forward_plus_the_encoder_latent(sspcab):
+    """One encoder pass gives w1's reconstruction (bit for bit forward's) and the discriminator's latent."""
+    torch.manual_seed(0)
+    m = Autoencoder(channels=(8, 8, 16), sspcab=sspcab)
+    x = torch.rand(2, 3, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        m.train()
+        m(x)  # non-trivial BN statistics
+        m.eval()
+        latent, recon = m.encode_decode(x)
+        assert torch.equal(recon, m(x))
+        assert torch.equal(latent, m.encoder(x))  # the decoder's in-place activation leaves the latent alone
+    assert latent.shape == (2, 16, 2, 2, 2)
+
+
+def test_latent_features_per_slice_and_back_to_frames():
+    latent = torch.randn(2, 16, 2, 3, 3)
+    f = latent_features(latent)
+    assert f.shape == (2, 2, feature_dim(16)) == (2, 2, 32)
+    assert torch.equal(f[1, 0, :16], latent[1, :, 0].amax(dim=(1, 2)))
+    assert torch.allclose(f[1, 1, 16:], latent[1, :, 1].mean(dim=(1, 2)))
+    logits = Discriminator(feature_dim(16))(f)
+    assert logits.shape == (2, 2, 1)
+    frames = slices_to_frames(torch.tensor([[0.1, 0.9]]), 16)
+    assert frames.shape == (1, 16) and (frames[0, :8] == 0.1).all() and (frames[0, 8:] == 0.9).all()
+    with pytest.raises(ValueError, match="do not split evenly"):
+        slices_to_frames(torch.zeros(1, 3), 16)
+    with pytest.raises(ValueError, match="latent must be"):
+        latent_features(torch.zeros(2, 16, 3))
+
+
+def test_encoder_discriminator_standardises_its_features_and_the_clip_one_does_not():
+    """The CLIP MLP's state dict is the paper's (old bundles load); the encoder one adds its standardisation buffers."""
+    assert set(Discriminator().state_dict()) == set(build_discriminator("clip").state_dict()) == {
+        "net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    d = build_discriminator("spatial_encoder", 4)
+    assert {"feature_mean", "feature_std"} <= set(d.state_dict())
+    feats = torch.tensor([[0.01, 0.02, 5.0, 1.0], [0.03, 0.02, 7.0, 1.0]])  # tiny scale, a constant column
+    d.fit_standardisation(feats)
+    assert torch.allclose(d.feature_mean, feats.mean(0)) and (d.feature_std > 0).all()
+    with torch.no_grad():
+        assert torch.allclose(d(feats.mean(0, keepdim=True)), d.net(torch.zeros(1, 4)))
+        assert torch.isfinite(d(feats)).all()
+    with pytest.raises(ValueError, match="unknown discriminator features 'resnet'"):
+        build_discriminator("resnet")

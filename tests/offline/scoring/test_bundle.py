@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from offline.models.autoencoder import Autoencoder
+from offline.models.discriminator import Discriminator, build_discriminator
 from offline.scoring.bundle import BundleError, Calibration, InputSpec, load_bundle, random_bundle, save_bundle
 from offline.scoring.detector import Detector
 
@@ -113,3 +114,26 @@ def test_chunked_scoring_matches_one_pass(tmp_path):
             assert a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5), field
     with pytest.raises(ValueError, match="chunk must be >= 1"):
         Detector.load(path, chunk=0)
+
+
+def test_a_bundle_from_before_discriminator_features_loads_as_clip_512(tmp_path):
+    """Bundles written before `discriminator_features` / `discriminator_in_features` existed load as they did."""
+    torch.manual_seed(0)
+    disc = Discriminator()
+    path = save_bundle(tmp_path / "old", Autoencoder(channels=SMALL), discriminator=disc, input_spec=InputSpec(size=32),
+                       clip_model_path="/models/vificlip")
+    _edit_config(path, lambda c: [c.pop(k) for k in ("discriminator_features", "discriminator_in_features")])
+    assert "discriminator_features" not in json.loads((path / "config.json").read_text())
+    loaded = load_bundle(path)
+    assert loaded.config.discriminator_features == "clip" and loaded.config.discriminator_in_features == 512
+    assert loaded.config.clip_model_path == "/models/vificlip"
+    assert all(torch.equal(v, loaded.discriminator.state_dict()[k]) for k, v in disc.state_dict().items())
+
+
+def test_spatial_encoder_discriminator_width_must_fit_the_spatial_latent(tmp_path):
+    path = save_bundle(tmp_path / "b", Autoencoder(channels=SMALL), discriminator=build_discriminator("spatial_encoder", 2 * SMALL[2]),
+                       input_spec=InputSpec(size=32), discriminator_features="spatial_encoder")
+    assert load_bundle(path).config.discriminator_in_features == 32
+    _edit_config(path, lambda c: c.update(discriminator_in_features=512))
+    with pytest.raises(BundleError, match=r"discriminator_in_features \(512\) must be 32"):
+        load_bundle(path)

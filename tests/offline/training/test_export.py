@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from offline.scoring.bundle import Bundle, load_bundle
+from offline.models.discriminator import build_discriminator
+from offline.scoring.bundle import Bundle, load_bundle, sha256_file
 from offline.scoring.detector import Detector
 from offline.training.disc_loop import train_discriminator
 from offline.training.export import export
 from offline.training.ae_loop import train_autoencoder
+from safetensors.torch import load_file, save_file
 from tests.offline.training.synthetic import synthetic_data, tiny_config
 
 PED2 = (0.65, 0.25, 0.1)
@@ -101,6 +104,73 @@ def test_discriminator_trains_on_a_tiny_clip_model_and_ships_in_the_bundle(runs,
     ws = Detector(bundle).score(torch.stack([data[0].get(np.arange(16))]))
     assert ws.disc_prob.shape == (1, 16) and ((ws.disc_prob >= 0) & (ws.disc_prob <= 1)).all()
     assert set(bundle.config.calibration.components) == {"w1", "w2", "w3"}
+
+
+@pytest.fixture(scope="module")
+def encoder_disc(runs):
+    """A discriminator on the frozen encoder of the tiny spatial run (no CLIP weights anywhere)."""
+    root, data, *_ = runs
+    cfg = tiny_config(root / "d_enc", train__target="discriminator", model__disc_features="spatial_encoder",
+                      model__disc_spatial_run=str(root / "spatial"), train__d_epochs=3, pa__mask="random")
+    assert cfg.model.clip_model_path is None
+    return train_discriminator(cfg, data=data, progress=False)
+
+
+def test_discriminator_trains_on_the_frozen_spatial_encoder(runs, encoder_disc):
+    root, *_ = runs
+    before = sha256_file(root / "spatial" / "weights.safetensors")
+    assert encoder_disc.status == "on" and encoder_disc.model.net[0].in_features == 2 * 16  # channels (8, 8, 16)
+    record = json.loads((root / "d_enc" / "discriminator.json").read_text())
+    assert record["features"] == "spatial_encoder" and record["spatial_run"] == str(root / "spatial")
+    assert record["spatial_sha256"] == before and record["in_features"] == 32
+    # 2 clips x 48 frames: 6 non-overlapping windows; every fifth (index 4) is held out with its PA
+    assert (record["windows"], record["heldout_windows"], record["slices_per_window"]) == (6, 1, 2)
+    assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["heldout_accuracy"] <= 1
+    assert record["train_accuracy"] == encoder_disc.accuracy and record["heldout_accuracy"] == encoder_disc.heldout_accuracy
+    tensors = load_file(str(root / "d_enc" / "discriminator.safetensors"))
+    build_discriminator("spatial_encoder", 32).load_state_dict({k.removeprefix("discriminator."): v for k, v in tensors.items()}, strict=True)
+    assert sha256_file(root / "spatial" / "weights.safetensors") == before  # the encoder stayed frozen
+
+
+def test_export_refuses_a_spatial_encoder_discriminator_beside_another_spatial_run(runs, encoder_disc, tmp_path, capsys):
+    from offline.cli import main
+
+    root, data, *_ = runs
+    other = tmp_path / "spatial2"
+    shutil.copytree(root / "spatial", other)
+    tensors = load_file(str(other / "weights.safetensors"))
+    key = next(k for k in tensors if k.endswith("weight"))
+    tensors[key] = tensors[key] + 0.01
+    save_file(tensors, str(other / "weights.safetensors"))
+    with pytest.raises(ValueError) as exc:
+        export(other, tmp_path / "bundle", discriminator_run=root / "d_enc", data=data)
+    assert str(other) in str(exc.value) and str(root / "spatial") in str(exc.value)
+    assert not (tmp_path / "bundle").exists()
+    assert main(["export", "--spatial", str(other), "--discriminator", str(root / "d_enc"), "--out", str(tmp_path / "b")]) == 2
+    assert "the discriminator was trained on the encoder of" in capsys.readouterr().err
+
+
+def test_spatial_encoder_discriminator_ships_and_scores_w3_per_frame(runs, encoder_disc, tmp_path):
+    from streaming.bundle_set import load_detector
+
+    root, data, *_ = runs
+    out = export(root / "spatial", tmp_path / "bundle", root / "temporal", root / "d_enc", data=data)
+    bundle = load_bundle(out)
+    cfg = bundle.config
+    assert cfg.discriminator and cfg.discriminator_status == "on" and cfg.clip_model_path is None
+    assert (cfg.discriminator_features, cfg.discriminator_in_features) == ("spatial_encoder", 32)
+    np.testing.assert_allclose(cfg.scoring.weights, PED2)
+    assert set(cfg.calibration.components) == {"w1", "w2", "w3"}
+    det = Detector(bundle)
+    assert det.features is None and det.available == (True, True, True) and det.frame_scorer().weights[2] > 0
+    windows = torch.stack([data[0].get(np.arange(s, s + 16)) for s in (0, 16)])
+    ws = det.score(windows)
+    assert ws.disc_prob.shape == (2, 16) and ((ws.disc_prob >= 0) & (ws.disc_prob <= 1)).all()
+    assert (ws.disc_prob[:, :8] == ws.disc_prob[:, :1]).all() and (ws.disc_prob[:, 8:] == ws.disc_prob[:, 8:9]).all()
+    # w1 comes from the same encoder pass and equals the spatial AE's plain forward
+    plain = Detector(Bundle(None, cfg, bundle.spatial, bundle.temporal)).score(windows)
+    np.testing.assert_array_equal(ws.psnr, plain.psnr)
+    assert load_detector(str(out), "cpu").available == (True, True, True)  # the service's loader: no CLIP needed
 
 
 def test_eval_reuses_clip_flow_and_matches_per_window_flow(runs, tmp_path):

@@ -189,12 +189,22 @@ def test_temporal_ae_trains_on_real_tvl1_flow_with_mixup(tmp_path):
 
 
 @pytest.mark.parametrize("override,expected", [("train.batch_size=0", "train.batch_size"), ("train.epoch=3", "unknown key"),
-                                               ("epochs=3", "section.key=value")])
+                                               ("epochs=3", "section.key=value"),
+                                               ("model.disc_features=spatial_encoder", "model.disc_spatial_run: required")])
 def test_vad_train_names_the_bad_field(override, expected, capsys):
     from offline.cli import main
 
     assert main(["train", "--set", override]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_vad_train_discriminator_names_a_spatial_run_that_is_not_one(tmp_path, capsys):
+    from offline.cli import main
+
+    args = ["train", "--target", "discriminator", "--out", str(tmp_path / "d"), "--set", "model.disc_features=spatial_encoder",
+            "--set", f"model.disc_spatial_run={tmp_path / 'nowhere'}"]
+    assert main(args) == 2
+    assert f"{tmp_path / 'nowhere'}/config.yaml: missing" in capsys.readouterr().err
 
 
 @pytest.mark.gpu
