@@ -2,7 +2,8 @@
 learned bundle and the classical floor, as a camera would alert on them.
 
     .venv/bin/python bench/alert_recall.py --data ../shared/data/ped1 --eval-fraction 0.294 \
-        --bundle runs/ped1-learn/bundle --classical frame-difference --classical-block 8 --json runs/ped1-alerts.json
+        --bundle runs/ped1-learn/bundle --classical frame-difference --classical-block 8 --json runs/ped1-alerts.json \
+        --plot runs/ped1-alerts.png
 
 The dataset's training clips are split as `vad learn` splits them (`--eval-fraction`: the last clips by time are
 unseen; for Ped1 0.294 keeps 01-24 for learning and 25-34 unseen, so pass the bundle `vad learn` made with the
@@ -13,7 +14,9 @@ the detector's default and the one `threshold_for_rate` chooses on that footage 
 clip streamed exactly as a camera scores them (`stream_clip`) and replayed through the service's alert rules:
 false alerts per hour on the unseen clips, and on the test clips the anomalous ranges overlapped by an alert
 (event recall) and the alerts that overlap no anomaly. The stream micro-AUC of the same test scores is printed
-beside, on the whole set and on the selection split's halves.
+beside, on the whole set and on the selection split's halves. Over a grid of thresholds (0.50-1.00) the same
+replays give the operating curve (`--plot`): event recall against false alerts per hour on the unseen footage,
+and the lowest threshold the unseen footage stays quiet at, a bound on what a better calibration could reach.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+CURVE_THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.01), 2)
 sys.path.insert(0, str(REPO))
 
 
@@ -50,7 +54,7 @@ def measure(name: str, detector, dataset, unseen: list, fps: float | None, rate:
     from offline.data.readers import read_frames
     from offline.eval_split import SPLITS, half_micro_auc
     from offline.evaluate import stream_clip
-    from offline.event_recall import event_recall, match_alerts
+    from offline.event_recall import event_recall, match_alerts, operating_curve
     from offline.learn import evaluate_unseen
     from offline.scoring.alert_rules import alert_spans, threshold_for_rate
 
@@ -59,8 +63,9 @@ def measure(name: str, detector, dataset, unseen: list, fps: float | None, rate:
     replay_fps = fps or float(np.median([c.fps for c in test]))
     choice = threshold_for_rate(cal.score_trace, replay_fps, rate, rules)
     thresholds = {"default": float(detector.config.scoring.threshold), "chosen": choice.threshold}
+    grid = {f"{t:.2f}": float(t) for t in CURVE_THRESHOLDS}
     t0 = time.monotonic()
-    unseen_report = evaluate_unseen(detector, unseen, rules, thresholds, progress=False)
+    unseen_report = evaluate_unseen(detector, unseen, rules, thresholds | grid, progress=False)
     series, labels = {}, {}
     for clip in tqdm(test, desc=f"{name}: test clips", unit="clip", leave=False):
         frames = np.stack(list(read_frames(clip, size=detector.size)))
@@ -78,6 +83,9 @@ def measure(name: str, detector, dataset, unseen: list, fps: float | None, rate:
             "test_false_alerts": sum(c["false_alerts"] for c in clips.values()),
             "per_clip": clips,
         }
+    curve = operating_curve(series, labels, replay_fps, grid.values(), rules,
+                            {t: unseen_report["false_alerts"][k]["per_hour"] for k, t in grid.items()})
+    quiet = [p for p in curve if p["unseen_per_hour"] == 0.0]
     aucs = {"whole": half_micro_auc(series, labels, list(series))}
     if split:
         aucs |= {half: half_micro_auc(series, labels, ids) for half, ids in SPLITS[split].items()}
@@ -85,7 +93,10 @@ def measure(name: str, detector, dataset, unseen: list, fps: float | None, rate:
         "calibration": {"frames": cal.frames, "samples": cal.samples},
         "threshold_choice": choice.to_dict(), "replay_fps": replay_fps,
         "unseen": {k: unseen_report[k] for k in ("clips", "seconds", "frames_scored", "score_quantiles")},
-        "thresholds": per_threshold, "stream_micro": aucs, "seconds": round(time.monotonic() - t0, 1),
+        "thresholds": per_threshold, "curve": curve,
+        # chosen on the unseen footage itself: what a calibration that matched it would reach, not a deployable figure
+        "lowest_quiet_on_unseen": quiet[0] if quiet else None,
+        "stream_micro": aucs, "seconds": round(time.monotonic() - t0, 1),
     }
 
 
@@ -109,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-false-alerts-per-hour", type=float, default=1.0)
     ap.add_argument("--fps", type=float, help="the camera's analysis rate (default: the footage's)")
     ap.add_argument("--json", type=Path, help="write the report here")
+    ap.add_argument("--plot", type=Path, help="write the operating curves here (PNG): event recall and unseen false "
+                    "alerts per hour against the threshold, the default and chosen thresholds marked")
     args = ap.parse_args(argv)
 
     dataset = open_dataset(args.data)
@@ -135,11 +148,49 @@ def main(argv=None) -> int:
             print(f"{name} {key} threshold {t['threshold']}: unseen {row['unseen']['seconds']} s -> {t['unseen_alerts']} "
                   f"alerts ({t['unseen_per_hour']}/h); test event recall {t['test_caught']}/{t['test_ranges']} = "
                   f"{t['test_event_recall']}, {t['test_false_alerts']} alerts on normal frames only", flush=True)
+        q = row["lowest_quiet_on_unseen"]
+        if q:
+            print(f"{name} lowest threshold quiet on the unseen footage (chosen on it: a bound, not a result) "
+                  f"{q['threshold']}: test event recall {q['event_recall']}, {q['test_false_alerts']} alerts on normal "
+                  f"frames only", flush=True)
         print(f"{name} stream micro-AUC {row['stream_micro']}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
+    if args.plot:
+        plot_curves(report, args.plot)
     return 0
+
+
+def plot_curves(report: dict, path: Path) -> None:
+    """One panel per detector: event recall (left axis) and unseen false alerts per hour (right) by threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 4), squeeze=False)
+    for ax, (name, row) in zip(axes[0], rows.items()):
+        t = [p["threshold"] for p in row["curve"]]
+        ax.plot(t, [p["event_recall"] for p in row["curve"]], color="tab:blue", label="test event recall")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("alert threshold")
+        ax.set_ylabel("event recall", color="tab:blue")
+        rate = ax.twinx()
+        rate.plot(t, [p["unseen_per_hour"] for p in row["curve"]], color="tab:red", label="unseen false alerts / h")
+        rate.set_ylabel("false alerts / h on unseen normal footage", color="tab:red")
+        for key, style in (("default", ":"), ("chosen", "--")):
+            thr = row["thresholds"][key]["threshold"]
+            ax.axvline(thr, color="black", linestyle=style, label=f"{key} {thr:.3f}")
+        ax.set_title(f"{name}: stream micro-AUC {row['stream_micro']['whole']}")
+        ax.legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"{Path(report['data']).name}: learned on {len(report['learn_clips'])} clips, "
+                 f"{row['unseen']['seconds']:.0f} s unseen normal footage")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

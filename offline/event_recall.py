@@ -38,3 +38,25 @@ def event_recall(per_clip: Sequence[dict]) -> float | None:
     """Share of all anomalous ranges caught over clips (`match_alerts` records); None when there is none."""
     ranges = sum(c["ranges"] for c in per_clip)
     return None if ranges == 0 else sum(c["caught"] for c in per_clip) / ranges
+
+
+def operating_curve(series: dict, labels: dict, fps: float, thresholds: Sequence[float], rules,
+                    unseen_per_hour: dict[float, float] | None = None) -> list[dict]:
+    """Per threshold, what an operator trades: event recall and false alerts on the labelled clips, and (when given,
+    measured on unseen normal footage) false alerts per hour, lowest threshold first.
+
+    `series` and `labels` map clip ids to a stream score trace and its frame labels; the alerts are the service's
+    (`alert_spans` under `rules` at `fps`). The curve shows how far the threshold a calibration chose is from the
+    lowest one the unseen footage would have allowed, which a single operating point cannot.
+    """
+    from offline.scoring.alert_rules import alert_spans
+
+    curve = []
+    for thr in sorted(float(t) for t in thresholds):
+        clips = [match_alerts(alert_spans(s, fps, thr, rules), labels[cid]) for cid, s in series.items()]
+        point = {"threshold": round(thr, 4), "event_recall": event_recall(clips),
+                 "test_false_alerts": sum(c["false_alerts"] for c in clips)}
+        if unseen_per_hour is not None:
+            point["unseen_per_hour"] = unseen_per_hour[thr]
+        curve.append(point)
+    return curve
