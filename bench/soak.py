@@ -4,12 +4,14 @@
 
 Half the cameras are demo feeds, half RTSP (the GStreamer test server on 127.0.0.1 re-encoding the shared
 vtest.avi, real footage) through a loopback fault proxy. Every `--fault-every-s` the next fault of the cycle is
-injected: an RTSP cut, a 6 s stall, `ray.kill` of the scorer, a bundle hot-swap (A <-> B), a 6 s recording.
+injected: an RTSP cut, a 6 s stall, 6 s of damaged RTP payloads (30 % of packets), `ray.kill` of the scorer, a
+bundle hot-swap (A <-> B), a 12 s recording of a demo camera, and a learn job on its recordings (the tiny
+schedule, spatial AE only: the `cpu` one would train for tens of minutes on the same 2 cores; every job must end
+`done`, the last one waited for at the end).
 Every 5 s: RSS, open descriptors and threads of every process of the local Ray session, the events database's
 size (with its WAL), the worst lag, windows dropped, and the event ids seen. Fails (exit 1) when, after the
 warm-up, the level (median over a minute) of memory grows past 10 % + 256 MiB or of descriptors or
-threads past +64, an event once seen is missing at the end, or the service is not healthy and every camera scored again within 30 s of a fault. A learn job is not
-in the cycle: it trains for minutes on the same 2 cores and would starve the cameras of this machine.
+threads past +64, an event once seen is missing at the end, or the service is not healthy and every camera scored again within 30 s of a fault, or a learn job failed.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from tests.polling import wait_for
 APP, PREFIX = "soak", "/soak"
 VTEST = Path(os.environ.get("VAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "vtest" / "vtest.avi"
 SAMPLE_S, WARMUP_S, LEVEL_SPAN_S = 5.0, 30.0, 60.0
-FAULTS = ("cut", "stall", "scorer_kill", "swap", "record")
+FAULTS = ("cut", "stall", "corrupt", "scorer_kill", "swap", "record", "learn")
+LEARN_TIMEOUT_S = 600.0
 
 
 def _proc_counts(pid: int) -> tuple[float, int, int, str]:
@@ -72,7 +75,7 @@ class Soak:
         args = {"cameras": cams, "events": {"path": str(self.db)}, "state": {"persist": False},
                 "scorer": {"bundle": str(self.bundles[0]), "build_demo_bundle": False, "devices": ["cpu"],
                            "max_batch": 4, "torch_threads": 1, "num_cpus": 0.25},
-                "recordings": {"root": str(root / "recordings")},
+                "recordings": {"root": str(root / "recordings")}, "learn": {"bundles_root": str(root / "learned")},
                 "http": {"host": "127.0.0.1", "port": SERVE_PORT, "token": API_TOKEN}}
         ensure_ray()
         serve.run(build_app(args), name=APP, route_prefix=PREFIX)
@@ -81,6 +84,7 @@ class Soak:
         wait_for(lambda: all(self.api.camera(n)["windows_scored"] > 0 for n in self.names), 180, "every camera scored",
                  every_s=1.0, retry_on=(Exception,))
         self.swaps = 0
+        self.learn_jobs: list[dict] = []
 
     def sample(self, t: float) -> dict:
         procs = [_proc_counts(p) for p in process_tree(os.getpid())]
@@ -115,9 +119,34 @@ class Soak:
             self.swaps += 1
             r = self.api.request("PUT", "/bundle", json={"path": str(self.bundles[self.swaps % 2])})
             assert r.status_code == 200, r.text[:300]
+        elif kind == "corrupt":
+            self.proxies[0].corrupt(0.3)
+            time.sleep(6)
+            self.proxies[0].corrupt(0.0)
         elif kind == "record":
-            r = self.api.request("POST", f"/cameras/{self.names[-1]}/recordings", json={"minutes": 0.1})
+            r = self.api.request("POST", f"/cameras/{self.names[-1]}/recordings", json={"minutes": 0.2})
             assert r.status_code == 202, r.text[:300]
+        elif kind == "learn":  # the tiny schedule on what "record" recorded; its result is checked later
+            self.learn_done()
+            r = self.api.request("POST", f"/cameras/{self.names[-1]}/learn", json={"schedule": "tiny", "temporal": False})
+            assert r.status_code == 202, r.text[:300]
+            self.learn_jobs.append({"id": r.json()["id"], "state": "queued"})
+
+    def learn_done(self, timeout_s: float = 0.0) -> None:
+        """Wait up to `timeout_s` for the learn jobs to end; raise when one failed or is still going after it."""
+        def ended() -> bool:
+            for job in self.learn_jobs:
+                if job["state"] not in ("done", "failed"):
+                    r = self.api.get(f"/jobs/{job['id']}")
+                    body = r.json() if r.status_code == 200 else {}
+                    job["state"], job["error"] = body.get("state", job["state"]), body.get("error")
+            return all(j["state"] in ("done", "failed") for j in self.learn_jobs)
+
+        if not ended():
+            wait_for(ended, timeout_s, "learn jobs ended", every_s=2.0, retry_on=(Exception,))
+        failed = [j for j in self.learn_jobs if j["state"] == "failed"]
+        if failed:
+            raise RuntimeError(f"learn job failed: {failed[-1]}")
 
     def recovered(self, timeout_s: float = 30.0) -> float:
         """Seconds until /healthz is 200 and every camera scored a new window (a restarted scorer counts from 0)."""
@@ -198,12 +227,17 @@ def main(argv: list[str] | None = None) -> int:
                 i += 1
                 next_fault = time.monotonic() - t0 + args.fault_every_s
             time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - t0 - t)))
+        learn_error = None
+        try:
+            soak.learn_done(LEARN_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - reported in the verdict
+            learn_error = f"{type(exc).__name__}: {exc}"[:300]
         r = wait_for(lambda: (x := soak.api.get("/events?limit=10000")).status_code == 200 and x, 60, "events")
         final = set(e["id"] for e in r.json())
     finally:
         soak.stop()
     lost = sorted(seen - final)
-    bad = verdict(samples, lost, faults)
+    bad = verdict(samples, lost, faults) + ([f"learn jobs: {learn_error}"] if learn_error else [])
     first, last = samples[0], samples[-1]
     keys = ("rss_mb", "fds", "threads", "db_bytes", "lag_s", "windows_dropped", "alerts")
     print("| at | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
@@ -218,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     survived = sum("error" not in f for f in faults)
     print(f"\n{args.cameras} cameras, {args.minutes:g} min; faults survived {survived}/{len(faults)} "
           f"({', '.join(f['kind'] + ' ' + str(f.get('recovered_s', 'no')) + ' s' for f in faults)}); "
+          f"learn jobs {sum(j['state'] == 'done' for j in soak.learn_jobs)}/{len(soak.learn_jobs)} done; "
           f"events seen {len(seen)}, lost {len(lost)}; {'PASS' if not bad else 'FAIL: ' + '; '.join(bad)}")
     if args.json:
         args.json.write_text(json.dumps({"samples": samples, "faults": faults, "events_seen": len(seen), "events_lost": lost,
+                                               "learn_jobs": soak.learn_jobs,
                                                "verdict": bad}, indent=2))
     return 1 if bad else 0
 

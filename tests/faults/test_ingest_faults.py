@@ -9,7 +9,7 @@ from streaming.ingest import IngestLoop, IngestSettings
 from streaming.sources import StreamTimeoutError
 from tests.faults import scenarios
 from tests.faults.conftest import FAULT_CLIP_SECONDS
-from tests.faults.tools.net import closed_port
+from tests.faults.tools.net import FaultProxy, closed_port
 from tests.faults.tools.watch import (
     CAM_PASSWORD,
     CAM_USER,
@@ -74,6 +74,21 @@ def test_corrupt_rtsp_stream_keeps_running(rtsp_server_factory, fault_media):
     assert all(s == (4, 64, 64, 3) for s in r.window_shapes)
     assert r.stopped
     assert fault_media["corrupt_counts"]["damaged_packets"] > 10
+
+
+def test_rtp_payloads_damaged_in_flight_keep_the_stream_running(rtsp_server_factory, fault_media):
+    """A clean clip whose RTP payloads a lossy link damages on the way (the proxy flips bytes in 30 % of the
+    interleaved packets, framing intact): the session survives, frames keep coming, nothing reconnects."""
+    server = rtsp_server_factory({"clean": fault_media["clean"]})
+    with FaultProxy(server.port) as proxy:
+        proxy.corrupt(0.3)
+        r = scenarios.corrupt_stream(proxy.url("clean"), settings(fps=None), min_frames=100)
+        assert proxy.corrupted_packets > 10
+        assert proxy.accepted == 1  # one session throughout: no reconnect
+    assert r.running
+    assert "error" not in r.states and "reconnecting" not in r.states
+    assert all(s == (4, 64, 64, 3) for s in r.window_shapes)
+    assert r.stopped
 
 
 def test_truncated_file_ends_cleanly_and_loops(fault_media):

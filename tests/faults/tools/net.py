@@ -3,12 +3,16 @@
 - `FaultProxy(upstream_port)`: forwards TCP between clients and a real server (the GStreamer RTSP server).
   `stall()` stops moving bytes while keeping every connection open (the camera that accepts and then sends
   nothing: PyAV issues 584 / 1155 / 1243), `resume()` moves them again, `cut()` closes every connection,
-  `FaultProxy(None)` accepts connections and never answers (a stall from the first byte).
+  `corrupt(fraction)` flips bytes inside the RTP payloads of RTSP-over-TCP interleaved packets on their way to the
+  client (the framing and RTP headers stay intact, so the session survives and the decoder sees damaged H.264:
+  what a lossy camera link delivers), `corrupt(0)` stops; `FaultProxy(None)` accepts connections and never
+  answers (a stall from the first byte).
 - `closed_port()`: a loopback port with nothing listening (an unreachable camera: connection refused).
 Nothing here ever connects to a non-loopback address.
 """
 from __future__ import annotations
 
+import random
 import select
 import socket
 import threading
@@ -41,6 +45,9 @@ class FaultProxy:
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.bytes_down = 0  # server -> client
+        self.corrupted_packets = 0
+        self._corrupt = 0.0  # share of interleaved RTP packets whose payload is damaged
+        self._rng = random.Random(0)
         self._stalled = threading.Event()
         if upstream_port is None:
             self._stalled.set()
@@ -65,6 +72,12 @@ class FaultProxy:
     @property
     def stalled(self) -> bool:
         return self._stalled.is_set()
+
+    def corrupt(self, fraction: float) -> None:
+        """Damage `fraction` of the RTP packets sent to clients from now on (0: stop)."""
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+        self._corrupt = fraction
 
     def cut(self) -> int:
         """Close every open connection (a network drop); returns how many were cut."""
@@ -123,6 +136,7 @@ class FaultProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        down = _Interleaved(self)
         try:
             while not self._closing.is_set():
                 if self._stalled.is_set():
@@ -135,9 +149,10 @@ class FaultProxy:
                     data = s.recv(65536)
                     if not data:
                         return
-                    peers[s].sendall(data)
                     if s is upstream:
                         self.bytes_down += len(data)
+                        data = down.feed(data)
+                    peers[s].sendall(data)
         except (OSError, ValueError):
             return
         finally:
@@ -145,6 +160,55 @@ class FaultProxy:
                 self._pairs = [p for p in self._pairs if p[0] is not client]
             _close(client)
             _close(upstream)
+
+
+class _Interleaved:
+    """The server-to-client byte stream of one RTSP-over-TCP session, split into RTSP messages and `$`-framed
+    interleaved packets so that payload bytes can be damaged without breaking the framing. Always parsed (a
+    fault switched on mid-stream must know where the next packet starts); complete units pass on at once."""
+
+    RTP_HEADER = 12
+
+    def __init__(self, proxy: FaultProxy):
+        self.proxy = proxy
+        self.buf = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self.buf += data
+        out = bytearray()
+        while self.buf:
+            if self.buf[:1] == b"$":
+                if len(self.buf) < 4:
+                    break
+                end = 4 + int.from_bytes(self.buf[2:4], "big")
+                if len(self.buf) < end:
+                    break
+                packet = bytearray(self.buf[:end])
+                if self.proxy._corrupt and self.proxy._rng.random() < self.proxy._corrupt:
+                    self._damage(packet)
+                out += packet
+            else:  # an RTSP message (a reply to a keep-alive): up to its blank line and body
+                head = self.buf.find(b"\r\n\r\n")
+                if head < 0:
+                    break
+                length = 0
+                for line in self.buf[:head].split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                end = head + 4 + length
+                if len(self.buf) < end:
+                    break
+                out += self.buf[:end]
+            self.buf = self.buf[end:]
+        return bytes(out)
+
+    def _damage(self, packet: bytearray) -> None:
+        start = 4 + self.RTP_HEADER + 4  # past the framing, the RTP header and the NAL/FU headers
+        if len(packet) <= start:
+            return
+        for _ in range(max(1, (len(packet) - start) // 64)):
+            packet[self.proxy._rng.randrange(start, len(packet))] ^= 0xFF
+        self.proxy.corrupted_packets += 1
 
 
 def _close(s: socket.socket) -> None:
