@@ -14,7 +14,7 @@ import torch
 
 from offline.data.pixels import model_to_gray255
 from offline.scoring.bundle import Calibration, ScoringSpec
-from offline.scoring.evidence import block_means, pool_frames, reduce_error
+from offline.scoring.evidence import pool_frames, reduce_error
 from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
 
 BASELINES = ("frame-difference", "flow-magnitude")
@@ -46,7 +46,6 @@ class ClassicalScores:
 
     evidence: np.ndarray
     error_map: np.ndarray | None = None
-    blocks: dict[str, np.ndarray] | None = None  # return_blocks: {"w1": (B, T, gh, gw) raw block means}
 
     def raw(self, b: int, frames=None) -> dict[str, np.ndarray | None]:
         """Raw components of window b (w1 only: higher = more motion)."""
@@ -104,11 +103,8 @@ class ClassicalDetector:
         return build_frame_scorer(self.config.scoring, self.config.calibration, self.available, normaliser, (1.0, 0.0, 0.0))
 
     @torch.inference_mode()
-    def score(
-        self, frames: torch.Tensor, flow: torch.Tensor | None = None, return_maps: bool = False, return_blocks: bool = False
-    ) -> ClassicalScores:
-        """frames (B, 3, T, H, W) in [-1, 1]; flow: encoded flow (B, 3, T, H, W), computed here when None;
-        return_blocks: also the raw block means (block_max), what `scoring.block_norm: z` statistics come from."""
+    def score(self, frames: torch.Tensor, flow: torch.Tensor | None = None, return_maps: bool = False) -> ClassicalScores:
+        """frames (B, 3, T, H, W) in [-1, 1]; flow: encoded flow (B, 3, T, H, W), computed here when None."""
         s = self.config.scoring
         if self.kind == "frame-difference":
             maps = difference_maps(model_to_gray255(frames.float(), channel_dim=1))
@@ -118,10 +114,5 @@ class ClassicalDetector:
 
                 flow = window_flow(frames.to(self.device), self.flow_estimator)
             maps = magnitude_maps(flow, self.flow_estimator.clip)
-        cal = self.config.calibration
-        grid = cal.block_grid("w1") if s.block_norm == "z" and cal is not None else None
-        evidence = pool_frames(reduce_error(maps, s.reduction_spatial, s.block, grid), s.pool)
-        out = ClassicalScores(evidence.cpu().numpy().astype(np.float64), maps.cpu().numpy() if return_maps else None)
-        if return_blocks:
-            out.blocks = {"w1": block_means(maps, s.block).cpu().numpy()} if s.reduction_spatial == "block_max" else {}
-        return out
+        evidence = pool_frames(reduce_error(maps, s.reduction_spatial, s.block), s.pool)
+        return ClassicalScores(evidence.cpu().numpy().astype(np.float64), maps.cpu().numpy() if return_maps else None)

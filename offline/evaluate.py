@@ -138,7 +138,7 @@ def evaluate(clips, detector, name: str, protocols=PROTOCOLS, paper_weights=None
         "anomalous_frames": int(sum(v.sum() for v in labels.values())),
         "components_available": dict(zip(COMPONENTS, detector.available)),
         "scoring": {"hop": s.hop, "window": detector.window, "size": detector.size, "reduction_spatial": s.reduction_spatial,
-                    "reduction_temporal": s.reduction_temporal, "block": s.block, "block_norm": s.block_norm, "pool": s.pool, "normaliser": s.normaliser,
+                    "reduction_temporal": s.reduction_temporal, "block": s.block, "pool": s.pool, "normaliser": s.normaliser,
                     "weights": list(s.weights), "paper_weights": list(weights)},
         "flow": detector.config.flow.model_dump(mode="json", exclude={"cache_dir"}) if detector.needs_flow else None,
         "scoring_seconds": round(time.perf_counter() - t0, 2),
@@ -209,9 +209,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="frame size for a baseline / random bundle (default 128)")
     parser.add_argument("--reduction", choices=["frame", "block_max"], default="block_max", help="baseline: per-frame reduction")
     parser.add_argument("--block", type=int, default=16, help="baseline: block side in pixels (block_max)")
-    parser.add_argument("--block-norm", choices=["none", "z"], default="none",
-                        help="baseline: z = each block as a z-score against its own statistics on the calibration footage "
-                        "before the worst block is taken (scoring.block_norm)")
     parser.add_argument("--hop", type=int, default=16, help="baseline: a window every HOP frames (a bundle uses its own)")
     parser.add_argument("--pool", choices=POOLS, default="frame",
                         help="baseline: window = each frame takes its window's mean evidence (a bundle uses its own)")
@@ -261,15 +258,13 @@ def _build(args, cfg, dataset):
         from offline.config import FlowConfig
 
         scoring = ScoringSpec(weights=(1.0, 0.0, 0.0), normaliser="calibrated", hop=args.hop,
-                              reduction_spatial=args.reduction, block=args.block, pool=args.pool,
-                              block_norm=args.block_norm)
+                              reduction_spatial=args.reduction, block=args.block, pool=args.pool)
         flow = FlowConfig(clip=20.0, backend=args.flow_backend, **flow_settings(args.flow))
         det = ClassicalDetector(baseline, size, cfg.data.window, scoring, flow=flow, device=args.device)
         fraction = cfg.train.holdout_fraction if args.calibration_fraction is None else args.calibration_fraction
         calibrate_classical(det, dataset.train, fraction)
         pooled = ", window mean" if args.pool == "window" else ""
-        znorm = ", per-block z" if args.block_norm == "z" else ""
-        return det, f"{baseline} ({args.reduction}{'' if args.reduction == 'frame' else f' {args.block}px'}{znorm}{pooled}, {size}px)"
+        return det, f"{baseline} ({args.reduction}{'' if args.reduction == 'frame' else f' {args.block}px'}{pooled}, {size}px)"
     if args.random_bundle:
         path = random_bundle(Path(tempfile.mkdtemp(prefix="vad-random-bundle-")), size=args.size or 32, seed=cfg.train.seed)
         return Detector.load(path, args.device), "random-init AEs"

@@ -78,10 +78,6 @@ class ScoringSpec(_Strict):
     reduction_spatial: Literal["frame", "block_max"] = "frame"
     reduction_temporal: Literal["frame", "block_max"] = "frame"
     block: int = Field(16, ge=1, description="block side in pixels at the model's input size (block_max)")
-    block_norm: Literal["none", "z"] = Field(
-        "none", description="z: before block_max takes the worst block, each block's evidence becomes a z-score against "
-        "that block's mean and std on the calibration footage (calibration.block_stats): perspective and busy regions "
-        "normalised away; none: raw block means")
     pool: Literal["frame", "window"] = Field(
         "frame", description="window: each frame's reduced evidence is its window's mean (a smoothing over the window "
         "at no extra latency); frame: each frame its own")
@@ -100,12 +96,6 @@ class ScoringSpec(_Strict):
     @classmethod
     def _weights(cls, v):
         return check_weights(v)
-
-    @model_validator(mode="after")
-    def _block_norm(self) -> "ScoringSpec":
-        if self.block_norm == "z" and "block_max" not in (self.reduction_spatial, self.reduction_temporal):
-            raise ValueError("block_norm z normalises blocks: it needs reduction_spatial or reduction_temporal block_max")
-        return self
 
 
 class Calibration(_Strict):
@@ -128,14 +118,6 @@ class Calibration(_Strict):
     frames: int = 0
     samples: int | None = None
     stride: int | None = None
-    block_stats: dict[str, tuple[list[list[float]], list[list[float]]]] = Field(
-        {}, description="scoring.block_norm z: per component with a block_max reduction, the (mean, std) grids of its "
-        "block means on the calibration footage (offline.scoring.evidence.block_stats)")
-
-    def block_grid(self, component: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The (mean, std) grids of `component` as tensors, or None when not calibrated per block."""
-        stats = self.block_stats.get(component)
-        return None if stats is None else (torch.tensor(stats[0]), torch.tensor(stats[1]))
 
 
 class BundleConfig(_Strict):
@@ -174,15 +156,6 @@ class BundleConfig(_Strict):
             raise ValueError(f"scoring.hop ({s.hop}) must not exceed input.window ({i.window}): frames would go unscored")
         if "block_max" in (s.reduction_spatial, s.reduction_temporal) and i.size % s.block:
             raise ValueError(f"scoring.block ({s.block}) must divide input.size ({i.size})")
-        if s.block_norm == "z":
-            grid = i.size // s.block
-            for comp, red in (("w1", s.reduction_spatial), ("w2", s.reduction_temporal if self.temporal else "frame")):
-                stats = (self.calibration.block_stats.get(comp) if self.calibration else None)
-                if red == "block_max" and self.calibration is not None and self.calibration.robust:
-                    if stats is None:
-                        raise ValueError(f"scoring.block_norm is z but calibration.block_stats has no {comp} grids: calibrate again")
-                    if any(len(g) != grid or any(len(row) != grid for row in g) for g in stats):
-                        raise ValueError(f"calibration.block_stats.{comp}: grids must be {grid}x{grid} (input.size / scoring.block)")
         if self.flow.warm_start and not (self.flow.warm_chain == i.window == s.hop):
             raise ValueError(f"flow.warm_start needs flow.warm_chain ({self.flow.warm_chain}) = input.window ({i.window}) = "
                              f"scoring.hop ({s.hop}): a window's flow is one chain, so windows must not overlap")

@@ -58,38 +58,12 @@ def calibration_from_raw(
     })
 
 
-def block_calibration(detector, clips, batch: int = 8) -> dict[str, tuple[list, list]]:
-    """Per-block (mean, std) grids of each block_max component over the clips' non-overlapping windows (every
-    frame once): what `scoring.block_norm: z` normalises each block with. clips as in `calibrate`."""
-    import torch
-
-    from offline.data.windows import window_starts
-    from offline.scoring.clip_windows import clip_flow, score_windows
-    from offline.scoring.evidence import block_stats
-
-    window, found = detector.window, {}
-    for _, x in clips:
-        starts = window_starts(x.shape[1], window, window, cover_end=False)
-        if not starts:
-            continue
-        flow = clip_flow(detector, x) if detector.needs_flow else None
-        for _, ws, b in score_windows(detector, x, flow, list(starts), batch, return_blocks=True):
-            for c, grids in ws.blocks.items():
-                found.setdefault(c, []).append(grids[b])
-    if not found:
-        raise ValueError("scoring.block_norm z: no block_max component, or no clip as long as a window, to take block statistics from")
-    stats = {c: block_stats(torch.from_numpy(np.concatenate(g))) for c, g in found.items()}
-    return {c: (m.tolist(), s.tolist()) for c, (m, s) in stats.items()}
-
-
 def calibrate(detector, clips, stride: int | None = None, batch: int = 8) -> Calibration:
     """The calibration from held-out normal footage scored by `detector` (the one scoring path).
 
     clips: (clip id, frames (3, N, H, W) in [-1, 1]) in stream order. Windows every `stride` frames (default a
     quarter window) are the statistics' samples; the non-overlapping windows from each clip's first frame are the
-    replayed trace. The clip's flow, when the detector needs it, is computed once and sliced. With
-    `scoring.block_norm: z` a first pass takes the per-block statistics (`block_calibration`), which the detector
-    then normalises with for the second; both go into the calibration.
+    replayed trace. The clip's flow, when the detector needs it, is computed once and sliced.
     """
     from offline.data.windows import window_starts
     from offline.scoring.clip_windows import clip_flow, score_windows
@@ -98,11 +72,6 @@ def calibrate(detector, clips, stride: int | None = None, batch: int = 8) -> Cal
     stride = stride or max(1, window // 4)
     if stride < 1:
         raise ValueError(f"calibration stride must be >= 1, got {stride}")
-    blocks = {}
-    if detector.config.scoring.block_norm == "z":
-        clips = list(clips)
-        blocks = block_calibration(detector, clips, batch)
-        detector.config.calibration = Calibration(block_stats=blocks)
     trace: dict[str, dict[str, list[np.ndarray]]] = {}
     samples: dict[str, dict[str, list[np.ndarray]]] = {}
     for cid, x in clips:
@@ -124,5 +93,4 @@ def calibrate(detector, clips, stride: int | None = None, batch: int = 8) -> Cal
         {cid: {c: None if rs[c][0] is None else np.concatenate(rs[c]) for c in COMPONENTS} for cid, rs in d.items()}
         for d in (trace, samples)
     ]
-    cal = calibration_from_raw(joined[0], detector.config.scoring, detector.available, samples=joined[1], stride=stride)
-    return cal.model_copy(update={"block_stats": blocks}) if blocks else cal
+    return calibration_from_raw(joined[0], detector.config.scoring, detector.available, samples=joined[1], stride=stride)

@@ -34,12 +34,12 @@ def prepare(detector, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | 
     return x, (clip_flow(detector, x) if detector.needs_flow else None)
 
 
-def score_windows(detector, x: torch.Tensor, flow: torch.Tensor | None, starts, batch: int, **score_kwargs):
+def score_windows(detector, x: torch.Tensor, flow: torch.Tensor | None, starts, batch: int):
     """Detector.score over windows starting at `starts`, in order: yields (start, window scores, index in batch)."""
     for i in range(0, len(starts), batch):
         chunk = starts[i : i + batch]
         windows = torch.stack([x[:, s : s + detector.window] for s in chunk])
         flows = None if flow is None else torch.stack([window_of_flow(flow, s, detector.window) for s in chunk])
-        ws = detector.score(windows, flow=flows, **score_kwargs)
+        ws = detector.score(windows, flow=flows)
         for b, s in enumerate(chunk):
             yield int(s), ws, b

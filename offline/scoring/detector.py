@@ -16,7 +16,7 @@ import torch
 
 from offline.models.encoder_features import latent_features, slices_to_frames
 from offline.scoring.bundle import Bundle, load_bundle
-from offline.scoring.evidence import block_means, error_map, mse_to_psnr, pool_frames, reduce_error
+from offline.scoring.evidence import error_map, mse_to_psnr, pool_frames, reduce_error
 from offline.scoring.frame_scorer import FrameScorer, build_frame_scorer
 
 logger = logging.getLogger(__name__)
@@ -27,15 +27,13 @@ class WindowScores:
     """Per-frame evidence for a batch of windows; all arrays are numpy, (B, T) unless noted.
 
     psnr is the PSNR (dB) of the spatial AE's error after the bundle's reduction (the whole frame, or its worst
-    block); with `scoring.block_norm: z` it is minus the worst block's z-score (w1 = -psnr stays "higher = more
-    anomalous"); flow_error the temporal AE's reduced flow error (or worst block z-score).
+    block); flow_error the temporal AE's reduced flow error.
     """
 
     psnr: np.ndarray
     flow_error: np.ndarray | None = None
     disc_prob: np.ndarray | None = None
     error_map: np.ndarray | None = None  # (B, T, H, W) squared error of the spatial AE, mean over channels
-    blocks: dict[str, np.ndarray] | None = None  # return_blocks: {"w1"/"w2": (B, T, gh, gw) raw block means}
 
     def raw(self, b: int, frames: slice | np.ndarray | None = None) -> dict[str, np.ndarray | None]:
         """Raw components (higher = more anomalous) of window b, for FrameScorer."""
@@ -145,38 +143,24 @@ class Detector:
             )
 
     @torch.inference_mode()
-    def score(
-        self, frames: torch.Tensor, flow: torch.Tensor | None = None, return_maps: bool = False, return_blocks: bool = False
-    ) -> WindowScores:
-        """frames (B, 3, T, H, W) in [-1, 1]; flow: encoded flow of the same shape, computed here when None;
-        return_blocks: also the raw block means of each block_max component (what block statistics are taken from)."""
+    def score(self, frames: torch.Tensor, flow: torch.Tensor | None = None, return_maps: bool = False) -> WindowScores:
+        """frames (B, 3, T, H, W) in [-1, 1]; flow: encoded flow of the same shape, computed here when None."""
         self._check(frames)
         n = frames.shape[0]
         if self.chunk is None or n <= self.chunk:
-            return self._score(frames, flow, return_maps, return_blocks)
+            return self._score(frames, flow, return_maps)
         parts = [
-            self._score(frames[s : s + self.chunk], None if flow is None else flow[s : s + self.chunk], return_maps,
-                        return_blocks)
+            self._score(frames[s : s + self.chunk], None if flow is None else flow[s : s + self.chunk], return_maps)
             for s in range(0, n, self.chunk)
         ]
-        joined = WindowScores(
+        return WindowScores(
             **{
                 f: None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
                 for f in ("psnr", "flow_error", "disc_prob", "error_map")
             }
         )
-        if return_blocks:
-            joined.blocks = {c: np.concatenate([p.blocks[c] for p in parts]) for c in parts[0].blocks}
-        return joined
 
-    def _grid(self, component: str):
-        """The per-block statistics `component`'s reduction normalises with (scoring.block_norm z), or None."""
-        cal = self.config.calibration
-        if self.config.scoring.block_norm != "z" or cal is None:
-            return None
-        return cal.block_grid(component)
-
-    def _score(self, frames: torch.Tensor, flow: torch.Tensor | None, return_maps: bool, return_blocks: bool = False) -> WindowScores:
+    def _score(self, frames: torch.Tensor, flow: torch.Tensor | None, return_maps: bool) -> WindowScores:
         x = frames.to(self.device, torch.float32, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         spec = self.config.scoring
@@ -189,13 +173,10 @@ class Detector:
                 recon = self.spatial(x)
             recon = recon.float()
         emap = error_map(recon, x)
-        grid = self._grid("w1")
-        reduced = pool_frames(reduce_error(emap, spec.reduction_spatial, spec.block, grid), spec.pool)
-        result = WindowScores(psnr=(mse_to_psnr(reduced) if grid is None else -reduced).cpu().numpy())
+        reduced = pool_frames(reduce_error(emap, spec.reduction_spatial, spec.block), spec.pool)
+        result = WindowScores(psnr=mse_to_psnr(reduced).cpu().numpy())
         if return_maps:
             result.error_map = emap.cpu().numpy()
-        if return_blocks:
-            result.blocks = {"w1": block_means(emap, spec.block).cpu().numpy()} if spec.reduction_spatial == "block_max" else {}
         if self.temporal is not None:
             if flow is None:
                 from offline.flow import window_flow
@@ -204,11 +185,8 @@ class Detector:
             f = flow.to(self.device, torch.float32)
             with autocast:
                 frecon = self.temporal(f).float()
-            fmap = error_map(frecon, f)
-            ferr = reduce_error(fmap, spec.reduction_temporal, spec.block, self._grid("w2"))
+            ferr = reduce_error(error_map(frecon, f), spec.reduction_temporal, spec.block)
             result.flow_error = pool_frames(ferr, spec.pool).cpu().numpy()
-            if return_blocks and spec.reduction_temporal == "block_max":
-                result.blocks["w2"] = block_means(fmap, spec.block).cpu().numpy()
         if self.discriminator is not None:
             b, _, t = x.shape[:3]
             if latent is not None:

@@ -45,43 +45,17 @@ def block_means(maps: torch.Tensor, block: int) -> torch.Tensor:
     return pooled.reshape(*lead, h // block, w // block)
 
 
-BLOCK_NORMS = ("none", "z")
-STD_FLOOR = 0.1  # of the grid's median std: a block that never changes (sky, a wall) must not turn noise into alarms
-
-
-def block_stats(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, gh, gw) block means of normal frames -> per-block (mean, std) grids, each (gh, gw); the std is floored
-    at STD_FLOOR x its median over the grid (and 1e-8)."""
-    if blocks.dim() != 3 or blocks.shape[0] < 2:
-        raise ValueError(f"block statistics need (N >= 2, gh, gw) block means of normal frames, got {tuple(blocks.shape)}")
-    b = blocks.double()
-    mean, std = b.mean(dim=0), b.std(dim=0)
-    floor = max(float(STD_FLOOR * std.median()), 1e-8)
-    return mean.float(), std.clamp_min(floor).float()
-
-
-def reduce_error(
-    maps: torch.Tensor, reduction: str, block: int = 16, stats: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> torch.Tensor:
+def reduce_error(maps: torch.Tensor, reduction: str, block: int = 16) -> torch.Tensor:
     """(B, T, H, W) error maps -> (B, T) one value per frame.
 
     "frame": the mean over the frame (the paper's MSE behind PSNR). "block_max": the mean inside each block of a
     grid of `block`-pixel squares, then the worst block: a cyclist covering 1 % of the frame is not diluted by
-    the 99 % that is normal. With `stats` (per-block mean and std grids of the scene's normal footage,
-    `block_stats`) each block is first put in units of its own normal variation (a z-score), so a far walker a
-    few pixels tall counts as much as a near one, and a block where things always move (a road, trees) no more
-    than a quiet one: the perspective and the scene's layout normalised away ("block_norm: z").
+    the 99 % that is normal.
     """
     if reduction == "frame":
         return maps.float().mean(dim=(-2, -1))
     if reduction == "block_max":
-        blocks = block_means(maps, block)
-        if stats is not None:
-            mean, std = stats
-            if mean.shape != blocks.shape[-2:]:
-                raise ValueError(f"block statistics are for a {tuple(mean.shape)} grid, the maps give {tuple(blocks.shape[-2:])}")
-            blocks = (blocks - mean.to(blocks.device)) / std.to(blocks.device)
-        return blocks.flatten(-2).amax(dim=-1)
+        return block_means(maps, block).flatten(-2).amax(dim=-1)
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 

@@ -88,19 +88,3 @@ def test_eval_reports_the_selection_split_and_takes_a_flow_budget(ped2, tmp_path
     assert "selection split: select half" in capsys.readouterr().out
     assert main(["eval", "--baseline", "flow-magnitude", "--flow", "scales", "--data", str(ped2), "--out", str(out)]) == 2
     assert "--flow 'scales'" in capsys.readouterr().err
-
-
-def test_eval_baseline_with_per_block_z_records_it_and_scores_differently(ped2, tmp_path):
-    """--block-norm z: the classical row's blocks become z-scores against their own calibration statistics."""
-    series = {}
-    for norm in ("none", "z"):
-        out = tmp_path / norm
-        rc = main(["eval", "--baseline", "frame-difference", "--block-norm", norm, "--protocol", "stream",
-                   "--data", str(ped2), "--clips", "01", "--size", "64", "--block", "8", "--out", str(out)])
-        assert rc == 0
-        report = json.loads((out / "report.json").read_text())
-        assert report["scoring"]["block_norm"] == norm and ("per-block z" in report["scorer"]) == (norm == "z")
-        series[norm] = np.array([np.nan if v is None else v for v in report["series"]["stream"]["01"]])
-        assert 0.0 < report["results"]["stream"]["micro_auc"] < 1.0
-    ok = np.isfinite(series["none"])
-    assert np.abs(series["none"][ok] - series["z"][ok]).max() > 1e-3
