@@ -2,6 +2,7 @@
 
     python bench/ped2_summary.py runs/ped2-table [--json bench/results/ped2.json]
     python bench/ped2_summary.py runs/ped1-table --json bench/results/ped1.json     # any dataset, same schema
+    python bench/ped2_summary.py runs/ped1-table --json bench/results/ped1.json --merge   # add rows, keep the rest
 
 Every `ROOT/<row>/report.json` is a row; an optional `ROOT/<row>/row.json` adds what the report cannot know:
 {"kind": "model" | "classical", "label", "schedule", "train_minutes", "command"}. Rows are sorted by stream-protocol
@@ -67,8 +68,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="folder of eval output folders (one per row)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here (bench/results/ped2.json)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows already in --json that ROOT does not re-measure (runs of earlier sessions)")
     args = ap.parse_args(argv)
     rows = collect(args.root)
+    if args.merge and args.json and args.json.is_file():
+        rows = json.loads(args.json.read_text()) | rows
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
