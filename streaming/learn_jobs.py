@@ -166,7 +166,10 @@ class LearnJobs:
             "temporal": job.temporal,
         }
         progress = out.parent / f"{job_id}.{PROGRESS_FILE}"
-        task = ray.remote(_learn_task).options(num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_retries=0)
+        # max_calls=1: the worker exits when the job ends, handing back the training's memory (torch, decoded
+        # footage: ~450 MB for the tiny schedule in bench/soak.py) instead of idling in Ray's pool with it
+        task = ray.remote(max_calls=1)(_learn_task).options(
+            num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_retries=0)
         ref = task.remote(str(data), str(out), kwargs, str(progress))
         threading.Thread(target=self._watch, args=(job, ref, progress), name=f"learn-{job_id}", daemon=True).start()
         logger.info("learn job %s: camera %s on %s (%s schedule%s)", job_id, camera, data, job.schedule,

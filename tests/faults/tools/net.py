@@ -172,9 +172,15 @@ class _Interleaved:
     def __init__(self, proxy: FaultProxy):
         self.proxy = proxy
         self.buf = b""
+        self.lost = False  # not RTSP framing after all: pass bytes through untouched from here on
 
     def feed(self, data: bytes) -> bytes:
+        if self.lost:
+            return data
         self.buf += data
+        if self.buf[:1] != b"$" and not b"RTSP/1.0".startswith(self.buf[:8]) and not self.buf.startswith(b"RTSP/1.0"):
+            self.lost, out, self.buf = True, self.buf, b""
+            return out
         out = bytearray()
         while self.buf:
             if self.buf[:1] == b"$":
