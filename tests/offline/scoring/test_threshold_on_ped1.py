@@ -21,6 +21,8 @@ FPS = 10.0
 
 
 def test_a_threshold_chosen_for_a_rate_holds_on_unseen_ped1_footage(shared_data):
+    if not (shared_data / "ped1").is_dir():  # a later addition to the shared footage: say so rather than fail
+        pytest.skip(f"UCSD Ped1 not found at {shared_data / 'ped1'}")
     train, unseen = split_clips(list(open_dataset(shared_data / "ped1").train), 0.294)
     assert [c.id for c in unseen] == [f"{i:02d}" for i in range(25, 35)]
     scoring = ScoringSpec(weights=(1.0, 0.0, 0.0), normaliser="calibrated", reduction_spatial="block_max", block=8,
