@@ -54,9 +54,9 @@ def measure(name: str, detector, dataset, unseen: list, fps: float | None, rate:
     from offline.data.readers import read_frames
     from offline.eval_split import SPLITS, half_micro_auc
     from offline.evaluate import stream_clip
-    from offline.event_recall import event_recall, match_alerts, operating_curve
+    from offline.event_recall import event_recall, match_clips, operating_curve
     from offline.learn import evaluate_unseen
-    from offline.scoring.alert_rules import alert_spans, threshold_for_rate
+    from offline.scoring.alert_rules import threshold_for_rate
 
     cal = detector.config.calibration
     test = list(dataset.test)
@@ -73,7 +73,7 @@ def measure(name: str, detector, dataset, unseen: list, fps: float | None, rate:
         labels[clip.id] = np.asarray(clip.labels)[: len(frames)]
     per_threshold = {}
     for key, thr in thresholds.items():
-        clips = {cid: match_alerts(alert_spans(s, replay_fps, thr, rules), labels[cid]) for cid, s in series.items()}
+        clips = match_clips(series, labels, replay_fps, thr, rules)
         per_threshold[key] = {
             "threshold": round(thr, 4), "unseen_alerts": unseen_report["false_alerts"][key]["alerts"],
             "unseen_per_hour": unseen_report["false_alerts"][key]["per_hour"],

@@ -10,8 +10,9 @@ schedule, spatial AE only: the `cpu` one would train for tens of minutes on the 
 `done`, the last one waited for at the end).
 Every 5 s: RSS, open descriptors and threads of every process of the local Ray session, the events database's
 size (with its WAL), the worst lag, windows dropped, and the event ids seen. Fails (exit 1) when, after the
-warm-up, the level (median over a minute) of memory grows past 10 % + 256 MiB or of descriptors or
-threads past +64, an event once seen is missing at the end, or the service is not healthy and every camera scored again within 30 s of a fault, or a learn job failed.
+warm-up, the level (median over a minute) of memory grows past 10 % + 256 MiB or that of descriptors or threads
+past +64, an event once seen is missing at the end, the service is not healthy with every camera scoring again
+within 30 s of a fault, or a learn job failed.
 """
 from __future__ import annotations
 

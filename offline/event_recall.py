@@ -40,20 +40,26 @@ def event_recall(per_clip: Sequence[dict]) -> float | None:
     return None if ranges == 0 else sum(c["caught"] for c in per_clip) / ranges
 
 
+def match_clips(series: dict, labels: dict, fps: float, threshold: float, rules) -> dict[str, dict]:
+    """{clip id: `match_alerts` record} of every trace in `series` replayed through the service's alert rules
+    (`alert_spans` under `rules` at `fps`) at `threshold`, against that clip's frame labels."""
+    from offline.scoring.alert_rules import alert_spans
+
+    return {cid: match_alerts(alert_spans(s, fps, threshold, rules), labels[cid]) for cid, s in series.items()}
+
+
 def operating_curve(series: dict, labels: dict, fps: float, thresholds: Sequence[float], rules,
                     unseen_per_hour: dict[float, float] | None = None) -> list[dict]:
     """Per threshold, what an operator trades: event recall and false alerts on the labelled clips, and (when given,
     measured on unseen normal footage) false alerts per hour, lowest threshold first.
 
     `series` and `labels` map clip ids to a stream score trace and its frame labels; the alerts are the service's
-    (`alert_spans` under `rules` at `fps`). The curve shows how far the threshold a calibration chose is from the
-    lowest one the unseen footage would have allowed, which a single operating point cannot.
+    (`match_clips`). The curve shows how far the threshold a calibration chose is from the lowest one the unseen
+    footage would have allowed, which a single operating point cannot.
     """
-    from offline.scoring.alert_rules import alert_spans
-
     curve = []
     for thr in sorted(float(t) for t in thresholds):
-        clips = [match_alerts(alert_spans(s, fps, thr, rules), labels[cid]) for cid, s in series.items()]
+        clips = list(match_clips(series, labels, fps, thr, rules).values())
         point = {"threshold": round(thr, 4), "event_recall": event_recall(clips),
                  "test_false_alerts": sum(c["false_alerts"] for c in clips)}
         if unseen_per_hour is not None:

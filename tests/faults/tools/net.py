@@ -178,7 +178,7 @@ class _Interleaved:
         if self.lost:
             return data
         self.buf += data
-        if self.buf[:1] != b"$" and not b"RTSP/1.0".startswith(self.buf[:8]) and not self.buf.startswith(b"RTSP/1.0"):
+        if self.buf[:1] != b"$" and not b"RTSP/1.0".startswith(self.buf[:8]):  # neither a packet nor a reply
             self.lost, out, self.buf = True, self.buf, b""
             return out
         out = bytearray()
