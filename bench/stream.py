@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from offline.scoring.bundle import random_bundle  # noqa: E402
+from offline.scoring.bundle import random_bundle, update_scoring  # noqa: E402
 from offline.scoring.detector import Detector  # noqa: E402
 from streaming.batching import BatchScorer, PendingWindows, frame_scorer_factory  # noqa: E402
 
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--chunk", type=int, default=None,
                    help="windows per forward pass (default: Detector.CPU_CHUNK on CPU, whole batch on GPU; 0 = whole batch)")
     for p in (f, s):
+        p.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                       help="override the bundle's scoring.cpu_precision (on a copy): the autoencoders on a CPU")
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -190,12 +193,19 @@ def main(argv: list[str] | None = None) -> int:
            "cpu": platform.processor() or platform.machine(), "cores": sorted(os.sched_getaffinity(0)),
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_1m": os.getloadavg()[0],
            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    print(json.dumps({"env": env, "args": {k: str(v) for k, v in vars(args).items()}}), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = _bundle(args.bundle, Path(tmp))
+        if args.precision:
+            copy = Path(tmp) / "precision"
+            shutil.copytree(bundle, copy)
+            bundle = copy
+            update_scoring(bundle, cpu_precision=args.precision)
         if args.cmd == "scorer":
             chunk = None if args.chunk is None else (args.chunk or 1 << 30)
             det = Detector.load(bundle, args.device, flow_backend=args.flow_backend, chunk=chunk)
-            result = {"env": env, "bundle": args.bundle, "device": str(det.device), "chunk": args.chunk,
+            result = {"env": env, "bundle": args.bundle, "device": str(det.device), "chunk": det.chunk,
+                      "cpu_precision": det.config.scoring.cpu_precision,
                       "rows": run_scorer(det, [int(b) for b in args.batches.split(",")], args.seconds)}
         else:
             from streaming.demo_feed import write_demo_video
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             det = Detector.load(bundle, "cpu")
             video = Path(tmp) / "feed.mp4"
             write_demo_video(video, 30.0, fps=25, size=256, seed=0)
-            result = {"env": env, "bundle": args.bundle, "rows": []}
+            result = {"env": env, "bundle": args.bundle, "cpu_precision": det.config.scoring.cpu_precision,
+                      "chunk": det.chunk, "rows": []}
             result["flow"] = det.config.flow.model_dump(mode="json", include={"scales", "warps", "inner_iterations",
                                                                           "outer_iterations", "warm_start", "warm_scales"})
             for feeds in (int(n) for n in str(args.feeds).split(",")):

@@ -91,6 +91,10 @@ class ScoringSpec(_Strict):
     adapt_halflife: float = Field(3000.0, gt=0, description="frames for the calibrated location to move half-way to a new level")
     adapt_gate: float = Field(0.75, gt=0, le=1, description="only frames scored below this teach the normaliser")
     adapt_limit: float = Field(3.0, ge=0, description="the location never moves more than this many calibration scales")
+    cpu_precision: Literal["float32", "bfloat16"] = Field(
+        "float32", description="the autoencoders' forward pass on a CPU: bfloat16 autocast is ~2.7x faster at 128 px on "
+        "CPUs with AVX512-BF16 or AMX (bench/RESULTS.md) and moves reconstructions by ~5e-4; on CUDA it is always "
+        "bfloat16. Calibration and `vad eval` read it from here, so they compute what the camera computes")
 
     @field_validator("weights")
     @classmethod

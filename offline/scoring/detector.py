@@ -52,15 +52,18 @@ class Detector:
         bundle: a loaded bundle (or use `Detector.load(path)`).
         device: "cpu", "cuda", "cuda:1", ...
         flow_backend: override the bundle's flow backend ("torch", "opencv", "auto").
-        chunk: most windows per forward pass; None = `CPU_CHUNK` on a CPU, the whole batch on a GPU.
+        chunk: most windows per forward pass; None = `CPU_CHUNK` on a CPU (`CPU_CHUNK_BF16` with the bundle's
+            `scoring.cpu_precision: bfloat16`), the whole batch on a GPU.
 
     On a CPU, PyTorch runs a batch-1 3D convolution with its native im2col kernel and a larger batch with
     oneDNN, whose throughput per window peaks at a few windows and falls once the activations outgrow the
     caches (bench/RESULTS.md: demo bundle, 1 thread, 186 windows/s at batch 1, ~370 in chunks of 2-4,
-    ~220 as one batch of 64). So CPU batches are scored in chunks of a few windows, channels-last.
+    ~220 as one batch of 64). So CPU batches are scored in chunks of a few windows, channels-last. Under bfloat16
+    autocast the peak is at 2-3 windows (the cpu recipe's AEs, one thread: 45 ms per window at 2, 66 at 4).
     """
 
     CPU_CHUNK = 4
+    CPU_CHUNK_BF16 = 2
 
     def __init__(
         self,
@@ -92,7 +95,13 @@ class Detector:
             from offline.models.clip_features import ClipFeatureExtractor
 
             self.features = ClipFeatureExtractor(self.config.clip_model_path, device=self.device)
-        self.chunk = chunk if chunk is not None else (self.CPU_CHUNK if self.device.type == "cpu" else None)
+        self.bf16 = self.device.type == "cuda" or self.config.scoring.cpu_precision == "bfloat16"
+        if self.device.type == "cpu" and self.bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            logger.warning("%s: scoring.cpu_precision is bfloat16 but this CPU has no native bfloat16 (AVX512-BF16 or "
+                           "AMX): scores are the same, computed slower than in float32", bundle.path)
+        if chunk is None and self.device.type == "cpu":
+            chunk = self.CPU_CHUNK_BF16 if self.bf16 else self.CPU_CHUNK
+        self.chunk = chunk
         self.spatial = self.spatial.to(memory_format=torch.channels_last_3d)
         if self.temporal is not None:
             self.temporal = self.temporal.to(memory_format=torch.channels_last_3d)
@@ -162,7 +171,7 @@ class Detector:
 
     def _score(self, frames: torch.Tensor, flow: torch.Tensor | None, return_maps: bool) -> WindowScores:
         x = frames.to(self.device, torch.float32, non_blocking=True)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         spec = self.config.scoring
         latent = None
         with autocast:

@@ -116,6 +116,32 @@ def test_chunked_scoring_matches_one_pass(tmp_path):
         Detector.load(path, chunk=0)
 
 
+def test_cpu_bfloat16_scores_what_float32_scores(tmp_path):
+    """`scoring.cpu_precision: bfloat16` is a speed setting on the CPU: autocast, chunks of CPU_CHUNK_BF16 windows, and
+    the same evidence as float32 within bf16's rounding (a bundle written before the key scores in float32)."""
+    from offline.scoring.bundle import update_scoring
+
+    path = random_bundle(tmp_path / "t", size=32, temporal=True, channels=SMALL, seed=1)
+    config = json.loads((path / "config.json").read_text())
+    config["scoring"].pop("cpu_precision")
+    (path / "config.json").write_text(json.dumps(config))
+    x = torch.rand(5, 3, 16, 32, 32) * 2 - 1
+    flow = torch.rand(5, 3, 16, 32, 32) * 2 - 1
+    fp32 = Detector.load(path)
+    assert fp32.config.scoring.cpu_precision == "float32" and not fp32.bf16 and fp32.chunk == Detector.CPU_CHUNK
+    ref = fp32.score(x, flow, return_maps=True)
+    update_scoring(path, cpu_precision="bfloat16")
+    bf16 = Detector.load(path)
+    assert bf16.bf16 and bf16.chunk == Detector.CPU_CHUNK_BF16
+    got = bf16.score(x, flow, return_maps=True)
+    assert np.abs(got.psnr - ref.psnr).max() < 0.01  # dB, of ~11 (measured 2e-4)
+    assert np.allclose(got.flow_error, ref.flow_error, rtol=1e-3)
+    assert np.abs(got.error_map - ref.error_map).max() < 5e-3  # of ~0.34 (measured 6e-4)
+    assert not np.array_equal(got.psnr, ref.psnr)  # it did run in bfloat16
+    with pytest.raises(BundleError, match="cpu_precision"):
+        update_scoring(path, cpu_precision="float16")
+
+
 def test_a_bundle_from_before_discriminator_features_loads_as_clip_512(tmp_path):
     """Bundles written before `discriminator_features` / `discriminator_in_features` existed load as they did."""
     torch.manual_seed(0)
