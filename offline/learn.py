@@ -246,7 +246,7 @@ def learn(
         "feedback_clips": [c.id for c in train_clips if is_feedback(c)],
         "train_minutes": round(train_s / 60.0, 2), "reused": reused, "steps": result.step, "epochs": result.epoch,
         "temporal": {"steps": results["temporal"].step, "epochs": results["temporal"].epoch} if temporal else None,
-        "scoring": detector.config.scoring.model_dump(include={"weights", "reduction_spatial", "reduction_temporal", "block", "pool", "hop"}),
+        "scoring": detector.config.scoring.model_dump(include={"weights", "reduction_spatial", "reduction_temporal", "block", "pool", "hop", "cpu_precision"}),
         "calibration": {"frames": calibration.frames, "samples": calibration.samples, "score_quantiles": calibration.score_quantiles},
         "rules": rules.__dict__, "replay_fps": replay_fps,
     }
