@@ -150,13 +150,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_scoring(items: list[str]) -> dict:
-    """`--scoring KEY=VALUE` items -> {key: YAML value}; ValueError naming a malformed item."""
+    """`--scoring KEY=VALUE` items -> {key: YAML value}; ValueError naming a malformed item. A bare comma list of
+    numbers is a list as well (`weights=0.2,0.8,0` as `weights=[0.2,0.8,0]`): YAML alone would read it as a string."""
     scoring = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--scoring {item!r}: expected KEY=VALUE, e.g. hop=8")
-        scoring[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and "," in parsed:
+            parts = [yaml.safe_load(p) for p in parsed.split(",")]
+            if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
+                parsed = parts
+        scoring[key.strip()] = parsed
     return scoring
 
 

@@ -185,3 +185,14 @@ def test_eval_reuses_clip_flow_and_matches_per_window_flow(runs, tmp_path):
     slow = det.score(torch.stack([x[:, s : s + 16] for s in (0, 8)]))  # centre frames 0..8 -> window 0, 16.. -> 8
     np.testing.assert_allclose(fast["w2"][:9], slow.flow_error[0, :9], rtol=1e-5)
     np.testing.assert_allclose(fast["w2"][16:], slow.flow_error[1, 8:], rtol=1e-5)
+
+
+def test_scoring_items_parse_as_yaml_and_bare_number_lists():
+    """`--scoring weights=0.2,0.8,0` means the list an operator wrote (YAML alone reads a string and the bundle's
+    validation refused it); other values stay YAML; a malformed item is named."""
+    from offline.training.export import parse_scoring
+
+    got = parse_scoring(["weights=0.2,0.8,0", "hop=8", "pool=window", "weights2=[0.5, 0.5, 0]", "note=a,b"])
+    assert got == {"weights": [0.2, 0.8, 0], "hop": 8, "pool": "window", "weights2": [0.5, 0.5, 0], "note": "a,b"}
+    with pytest.raises(ValueError, match="'hop8'"):
+        parse_scoring(["hop8"])
